@@ -31,7 +31,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
     PostgreSQL stores `timestamptz`; SQLite and MySQL have no time zone in their column
     types, so values are stored as naive UTC and come back marked as UTC. Migrations
-    render it as `sa.DateTime(timezone=True)` (see `render_item` in migrations/env.py).
+    render it as `sa.DateTime(timezone=True)` (see `render_item` in core/autogenerate.py).
     """
 
     impl = sa.DateTime(timezone=True)
