@@ -1,0 +1,94 @@
+"""Shared helpers for the template's tests: render projects, run their commands, find servers."""
+
+import os
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from copier import run_copy
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Servers on which rendered projects create their scratch databases (TEST_DATABASE_URL).
+SERVERS = {
+    "postgresql": os.environ.get(
+        "TEMPLATE_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    ),
+    "mysql": os.environ.get("TEMPLATE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/"),
+}
+HOW_TO_RUN = (
+    "start PostgreSQL on 127.0.0.1:5432 and MariaDB/MySQL on 127.0.0.1:3306, or point "
+    "TEMPLATE_TEST_POSTGRESQL_URL / TEMPLATE_TEST_MYSQL_URL at servers whose user may create "
+    "databases"
+)
+
+
+def project_env(**extra: str) -> dict[str, str]:
+    """The environment for commands run inside a rendered project.
+
+    The outer `uv run` exports VIRTUAL_ENV; the rendered project must use its own.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "TEST_DATABASE_URL")}
+    env.update(extra)
+    return env
+
+
+def run(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        args, cwd=cwd, env=env or project_env(), capture_output=True, text=True, timeout=900
+    )
+    if check and done.returncode != 0:
+        pytest.fail(
+            f"`{' '.join(args)}` exited {done.returncode} in {cwd}\n"
+            f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+        )
+    return done
+
+
+def render(dst: Path, skip_tasks: bool = True, **answers: object) -> Path:
+    """Render the template's working tree (HEAD plus uncommitted changes) into `dst`."""
+    data = {"project_name": "Demo Service", **answers}
+    run_copy(
+        str(REPO),
+        dst,
+        data=data,
+        defaults=True,
+        unsafe=True,
+        skip_tasks=skip_tasks,
+        vcs_ref="HEAD",
+        quiet=True,
+    )
+    return dst
+
+
+def server_reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Callable[[str], str | None]:
+    """TEST_DATABASE_URL for a database: None for SQLite; skip (or, under CI, fail) if the
+    server does not answer."""
+
+    def for_database(database: str) -> str | None:
+        if database == "sqlite":
+            return None
+        url = SERVERS[database]
+        if not server_reachable(url):
+            message = f"{database} server at {urlsplit(url).netloc} does not answer: {HOW_TO_RUN}"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        return url
+
+    return for_database

@@ -1,0 +1,196 @@
+"""Generate real projects (the post-copy hook included) and run their own test suites
+against real databases: SQLite files, PostgreSQL and MariaDB/MySQL servers."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, project_env, render, run
+
+MATRIX = [(d, a) for d in ("sqlite", "postgresql", "mysql") for a in (False, True)]
+SUMMARY = re.compile(r"(\d+) passed")
+
+
+def generate(tmp_path: Path, database: str, async_mode: bool, test_server: str | None) -> Path:
+    """`copier copy` with the hook, as a user runs it."""
+    env = project_env(**({"TEST_DATABASE_URL": test_server} if test_server else {}))
+    project = tmp_path / f"{database}-{'async' if async_mode else 'sync'}"
+    args = ["copier", "copy", "--trust", "--defaults", "--vcs-ref=HEAD"]
+    for key, value in {
+        "project_name": "Demo Service",
+        "database": database,
+        "async_mode": str(async_mode).lower(),
+    }.items():
+        args += ["-d", f"{key}={value}"]
+    done = run([*args, str(REPO), str(project)], cwd=tmp_path, env=env)
+    assert "bootstrap: wrote the initial revision" in done.stdout
+    return project
+
+
+def run_suite(project: Path, test_server: str | None, *pytest_args: str) -> str:
+    env = project_env(CI="true", **({"TEST_DATABASE_URL": test_server} if test_server else {}))
+    done = run(["uv", "run", "pytest", "-p", "no:cacheprovider", *pytest_args], project, env)
+    assert "skipped" not in done.stdout.splitlines()[-1], done.stdout
+    return done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), MATRIX, ids=lambda v: str(v))
+def test_generated_project_passes_its_own_suite(
+    tmp_path: Path, server_url: Callable[[str], str | None], database: str, async_mode: bool
+) -> None:
+    test_server = server_url(database)
+    project = generate(tmp_path, database, async_mode, test_server)
+
+    revisions = sorted((project / "migrations" / "versions").glob("*.py"))
+    assert len(revisions) == 1, "one initial revision"
+    initial = revisions[0].read_text()
+    for expected in ('"users"', '"posts"', "uq_users_email", "ix_posts_author_id_created_at"):
+        assert expected in initial
+    assert 'ondelete="CASCADE"' in initial
+
+    output = run_suite(project, test_server)
+    passed = int(SUMMARY.search(output.splitlines()[-1]).group(1))
+    assert passed >= 17, output
+    for test in ("test_up_down_consistency", "test_create_and_read_a_user", "test_deleting"):
+        assert test in run_suite(project, test_server, "-q", "--co")
+
+    # The hook left a clean git repository whose first commit holds everything but secrets.
+    status = run(["git", "status", "--porcelain"], project).stdout
+    assert status == "", status
+    tracked = run(["git", "ls-files"], project).stdout.splitlines()
+    assert ".env" not in tracked and "uv.lock" in tracked
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database", ["postgresql", "mysql"])
+def test_revision_written_without_a_server_is_right_for_the_server(
+    tmp_path: Path, server_url: Callable[[str], str | None], database: str
+) -> None:
+    """No TEST_DATABASE_URL at copy time: the hook proves on SQLite and compiles the SQL for
+    the dialect; the revision must then pass the whole suite on the real server."""
+    test_server = server_url(database)
+    project = generate(tmp_path, database, False, None)
+
+    run_suite(project, test_server)
+
+
+@pytest.mark.slow
+def test_secret_stays_in_the_untracked_env_file(
+    tmp_path: Path, server_url: Callable[[str], str | None]
+) -> None:
+    project = generate(tmp_path, "postgresql", False, server_url("postgresql"))
+
+    env_file = project / ".env"
+    password = re.search(r"postgresql://demo_service:([^@]+)@", env_file.read_text()).group(1)
+    assert len(password) >= 24 and password != "change-me"
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    for tracked in run(["git", "ls-files"], project).stdout.splitlines():
+        assert password not in (project / tracked).read_text(errors="ignore"), tracked
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert password not in json.dumps(answers)
+
+
+@pytest.mark.slow
+def test_default_project_serves_health_and_crud(tmp_path: Path) -> None:
+    """The README's promise: defaults, no server, and the app serves at once."""
+    project = generate(tmp_path, "sqlite", False, None)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        ["uv", "run", "fastapi", "run", "--port", str(port)],
+        cwd=project,
+        env=project_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        health = wait_for(f"{base}/health")
+        assert health == {"status": "ok", "database": "ok"}
+        user = request("POST", f"{base}/users", {"email": "ada@example.com"})
+        post = request("POST", f"{base}/posts", {"author_id": user["id"], "title": "Hi"})
+        assert request("GET", f"{base}/posts/{post['id']}")["title"] == "Hi"
+        assert request("GET", f"{base}/users")[0]["email"] == "ada@example.com"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def request(method: str, url: str, body: dict | None = None) -> dict | list:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    with urllib.request.urlopen(urllib.request.Request(url, data, headers, method=method)) as r:
+        return json.load(r)
+
+
+def wait_for(url: str, seconds: float = 60) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return request("GET", url)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_skip_tasks_then_the_readme_command_does_what_the_hook_does(tmp_path: Path) -> None:
+    project = render(tmp_path / "manual")
+    assert not list((project / "migrations" / "versions").glob("*.py"))
+    readme = (project / "README.md").read_text()
+    assert "uv run scripts/bootstrap.py" in readme
+
+    first = run(["uv", "run", "scripts/bootstrap.py"], project)
+    again = run(["uv", "run", "scripts/bootstrap.py"], project)
+
+    assert "wrote the initial revision" in first.stdout
+    assert "created a git repository" in first.stdout
+    assert ".env exists: left as it is" in again.stdout
+    assert "wrote the initial revision" not in again.stdout
+    assert len(list((project / "migrations" / "versions").glob("*.py"))) == 1
+    run_suite(project, None)
+
+
+@pytest.mark.slow
+def test_autogenerate_writes_no_empty_revision(tmp_path: Path) -> None:
+    project = generate(tmp_path, "sqlite", False, None)
+
+    done = run(["uv", "run", "alembic", "revision", "--autogenerate", "-m", "nothing"], project)
+
+    assert "No model changes: no revision written." in done.stderr
+    assert len(list((project / "migrations" / "versions").glob("*.py"))) == 1
+    offline = run(["uv", "run", "alembic", "upgrade", "head", "--sql"], project).stdout
+    assert "CREATE TABLE users" in offline
+
+
+def test_hook_without_uv_says_what_to_do(tmp_path: Path) -> None:
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "git").symlink_to(subprocess.check_output(["which", "git"], text=True).strip())
+    env = {**os.environ, "PATH": str(tools)}
+
+    done = subprocess.run(
+        [sys.executable, str(REPO / "hooks" / "post_copy.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "uv is not installed" in lines[0], done.stderr
+    assert "uv run scripts/bootstrap.py" in lines[0]
