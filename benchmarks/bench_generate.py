@@ -263,7 +263,9 @@ def machine() -> dict[str, object]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "uv": output(["uv", "--version"]),
-        "template_commit": output(["git", "describe", "--always", "--dirty"]),
+        # The copies render HEAD plus uncommitted changes, untracked files included.
+        "template_commit": (output(["git", "rev-parse", "--short", "HEAD"]) or "?")
+        + ("+uncommitted" if output(["git", "status", "--porcelain"]) else ""),
     }
 
 

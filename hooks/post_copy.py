@@ -10,7 +10,11 @@ import shutil
 import subprocess
 import sys
 
-RERUN = "then run `uv run scripts/bootstrap.py` in the project"
+# Copier deletes a new project whose task failed, unless `copier copy` had --no-cleanup.
+RERUN = (
+    "then run `copier copy` again (or keep the files with `copier copy --no-cleanup` and run "
+    "`uv run scripts/bootstrap.py` in the project)"
+)
 
 
 def fail(message: str) -> None:

@@ -71,6 +71,7 @@ def test_answers_shape_the_project(rendered: dict[str, Path], case: dict) -> Non
     assert (package / "models" / "user.py").exists() == case["example_models"]
     assert (package / "api" / "routes" / "posts.py").exists() == case["example_models"]
     assert (project / ".github" / "workflows" / "ci.yml").exists() == case["github_actions"]
+    assert (project / ".github").exists() == case["github_actions"], "no empty .github folder"
 
     drivers = {
         ("sqlite", False): None,
