@@ -1,0 +1,268 @@
+"""The rendered migration suite catches each mistake that breaks production migrations:
+inject the mistake into a generated project, run `uv run pytest -m migrations`, and expect
+the failure to name the revision and the problem. The unmodified projects pass (see
+test_generated_projects.py)."""
+
+import re
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from test_generated_projects import MATRIX, generate
+
+from conftest import project_env, run
+
+DIALECT_ONLY_SQL = {
+    # Each works on another database, not on this one.
+    "sqlite": 'op.alter_column("users", "full_name", type_=sa.String(300))',
+    "postgresql": 'op.execute("ALTER TABLE users MODIFY full_name VARCHAR(300)")',
+    "mysql": 'op.execute("CREATE INDEX ix_users_lower_email ON users ((lower(email)))")',
+}
+
+
+@dataclass
+class Project:
+    path: Path
+    database: str
+    test_server: str | None
+    head: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        (initial,) = (self.path / "migrations" / "versions").glob("*.py")
+        self.head = re.search(r'^revision: str = "(\w+)"', initial.read_text(), re.M).group(1)
+
+    def add_revision(
+        self, rev: str, upgrade: str, downgrade: str = "pass", down: str | None = None, extra=""
+    ) -> None:
+        """Write a hand-made revision on top of `down` (the initial revision by default)."""
+        lines = [
+            f'"""{rev} message"""',
+            "",
+            "import sqlalchemy as sa",
+            "from alembic import op",
+            "",
+            f'revision = "{rev}"',
+            f"down_revision = {down or self.head!r}",
+            "branch_labels = None",
+            "depends_on = None",
+            extra,
+            "",
+            "",
+            "def upgrade() -> None:",
+            textwrap.indent(upgrade, "    "),
+            "",
+            "",
+            "def downgrade() -> None:",
+            textwrap.indent(downgrade, "    "),
+            "",
+        ]
+        path = self.path / "migrations" / "versions" / f"2099_01_01_0000-{rev}_injected.py"
+        path.write_text("\n".join(lines))
+
+    def edit(self, relative: str, old: str, new: str) -> None:
+        path = self.path / relative
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {relative}"
+        path.write_text(text.replace(old, new, 1))
+
+    def migration_suite(self) -> tuple[bool, str]:
+        env = project_env(CI="true")
+        if self.test_server:
+            env["TEST_DATABASE_URL"] = self.test_server
+        args = ["uv", "run", "pytest", "-p", "no:cacheprovider", "-m", "migrations", "-q"]
+        done = run(args, self.path, env, check=False)
+        return done.returncode == 0, done.stdout + done.stderr
+
+    def reset(self) -> None:
+        run(["git", "checkout", "--", "."], self.path)
+        run(["git", "clean", "-fdq"], self.path)
+
+
+def combination(value: tuple[str, bool]) -> str:
+    return f"{value[0]}-{'async' if value[1] else 'sync'}"
+
+
+@pytest.fixture(scope="module", params=MATRIX, ids=combination)
+def project(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    server_url: Callable[[str], str | None],
+) -> Iterator[Project]:
+    database, async_mode = request.param
+    test_server = server_url(database)
+    path = generate(tmp_path_factory.mktemp("suite"), database, async_mode, test_server)
+    project = Project(path, database, test_server)
+    yield project
+
+
+POSTGRESQL_ONLY = pytest.mark.parametrize(
+    "project", [m for m in MATRIX if m[0] == "postgresql"], indirect=True, ids=combination
+)
+
+
+@pytest.fixture
+def clean(project: Project) -> Iterator[Project]:
+    project.reset()
+    yield project
+    project.reset()
+
+
+def expect_failure(project: Project, test: str, *patterns: str) -> None:
+    passed, output = project.migration_suite()
+    assert not passed, f"the suite passed despite the mistake:\n{output}"
+    failed = re.findall(r"^(?:FAILED|ERROR) \S+::(\w+)", output, re.M)
+    assert test in failed, f"expected {test} to fail, failed: {failed}\n{output}"
+    for pattern in patterns:
+        assert re.search(pattern, output, re.I | re.S), f"{pattern!r} not in:\n{output}"
+
+
+def expect_success(project: Project) -> None:
+    passed, output = project.migration_suite()
+    assert passed, output
+
+
+WALK = "test_every_revision_upgrades_downgrades_cleanly_and_upgrades_again"
+
+
+@pytest.mark.slow
+class TestMistakesAreCaught:
+    def test_two_heads(self, clean: Project) -> None:
+        clean.add_revision("aaa111", "pass")
+        clean.add_revision("bbb222", "pass")
+        expect_failure(clean, "test_single_head_revision", r"aaa111", r"bbb222")
+
+    def test_missing_down_revision(self, clean: Project) -> None:
+        clean.add_revision("ccc333", "pass", down="deadbeef")
+        expect_failure(
+            clean, "test_every_revision_has_its_parent", r"deadbeef .*ccc333 .*not present"
+        )
+
+    def test_revision_that_fails_on_this_database(self, clean: Project) -> None:
+        clean.add_revision("ddd444", DIALECT_ONLY_SQL[clean.database])
+        expect_failure(clean, WALK, rf"ddd444 .*fails to upgrade on {clean.database}")
+
+    def test_downgrade_that_fails(self, clean: Project) -> None:
+        clean.add_revision("eee555", "pass", 'op.drop_column("users", "no_such_column")')
+        expect_failure(clean, WALK, r"revision eee555 .*fails to downgrade")
+
+    def test_downgrade_that_leaves_a_table_behind(self, clean: Project) -> None:
+        upgrade = 'op.create_table("audit_log", sa.Column("id", sa.Integer, primary_key=True))'
+        clean.add_revision("fff666", upgrade)
+        expect_failure(clean, WALK, r"downgrade of revision fff666 .*left behind: .*audit_log")
+
+    def test_downgrade_that_leaves_an_index_behind(self, clean: Project) -> None:
+        upgrade = 'op.create_index("ix_users_full_name", "users", ["full_name"])'
+        clean.add_revision("aab777", upgrade)
+        expect_failure(clean, WALK, r"revision aab777 .*left behind: .*ix_users_full_name")
+
+    def test_downgrade_that_leaves_a_column_behind(self, clean: Project) -> None:
+        upgrade = 'op.add_column("posts", sa.Column("summary", sa.String(100)))'
+        clean.add_revision("aac888", upgrade)
+        expect_failure(clean, WALK, r"downgrade of revision aac888 .*left behind: .*posts\.summary")
+
+    @POSTGRESQL_ONLY  # enum types are objects of their own on PostgreSQL only
+    def test_downgrade_that_leaves_an_enum_type_behind(self, clean: Project) -> None:
+        mood = 'sa.Column("mood", sa.Enum("happy", "sad", name="mood"))'
+        key = 'sa.Column("id", sa.Integer, primary_key=True)'
+        upgrade = f'op.create_table("moods", {key}, {mood})'
+        clean.add_revision("aad999", upgrade, 'op.drop_table("moods")')
+        expect_failure(clean, WALK, r"downgrade of revision aad999 .*left behind: type \S*mood")
+
+    @POSTGRESQL_ONLY  # MariaDB's sequences are tables, which the table test covers
+    def test_downgrade_that_leaves_a_sequence_behind(self, clean: Project) -> None:
+        clean.add_revision("aae000", 'op.execute("CREATE SEQUENCE invoice_numbers")')
+        expect_failure(clean, WALK, r"revision aae000 .*left behind: .*invoice_numbers")
+
+    def test_model_change_without_revision(self, clean: Project) -> None:
+        clean.edit(
+            "src/demo_service/models/user.py",
+            "    id: int | None = Field(default=None, primary_key=True)\n",
+            "    id: int | None = Field(default=None, primary_key=True)\n"
+            "    nickname: str | None = Field(default=None, max_length=50)\n",
+        )
+        expect_failure(clean, "test_models_and_migrations_agree", r"add_column.*nickname")
+
+    def test_revision_without_model(self, clean: Project) -> None:
+        upgrade = 'op.create_table("orphans", sa.Column("id", sa.Integer, primary_key=True))'
+        clean.add_revision("abb111", upgrade, 'op.drop_table("orphans")')
+        expect_failure(clean, "test_models_and_migrations_agree", r"remove_table.*orphans")
+
+    def test_model_module_not_registered(self, clean: Project) -> None:
+        (clean.path / "src/demo_service/models/tag.py").write_text(
+            "from sqlmodel import Field, SQLModel\n\n\n"
+            "class Tag(SQLModel, table=True):\n"
+            '    __tablename__ = "tags"\n\n'
+            "    id: int | None = Field(default=None, primary_key=True)\n"
+        )
+        expect_failure(clean, "test_all_models_register_on_metadata", r"tags")
+
+    def test_destructive_revision_without_opt_in(self, clean: Project) -> None:
+        add = 'op.add_column("users", sa.Column("legacy", sa.String(20), nullable=True))'
+        drop = 'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("legacy")'
+        clean.add_revision("acc222", add, drop)
+        clean.add_revision("acc333", drop, add, down="acc222")
+        expect_failure(
+            clean,
+            "test_new_revisions_do_not_drop_or_rename_without_opting_in",
+            r"revision acc333 .*drops or renames.*drop_column\('legacy'\)",
+            r"allow_destructive",
+        )
+        # The same revision with the documented opt-in passes every test.
+        clean.add_revision(
+            "acc333", drop, add, down="acc222", extra='allow_destructive = "legacy was never read"'
+        )
+        expect_success(clean)
+
+    @POSTGRESQL_ONLY  # squawk lints PostgreSQL DDL
+    def test_dangerous_locks_on_postgresql(self, clean: Project) -> None:
+        upgrade = "\n".join(
+            [
+                'op.add_column("users", sa.Column("age", sa.Integer(), nullable=False))',
+                'op.create_index("ix_users_full_name", "users", ["full_name"])',
+                'op.alter_column("users", "full_name", type_=sa.Text(), '
+                "existing_type=sa.String(255))",
+                'op.add_column("posts", sa.Column("editor_id", sa.Integer(), nullable=True))',
+                'op.create_foreign_key("fk_posts_editor_id_users", "posts", "users", '
+                '["editor_id"], ["id"])',
+            ]
+        )
+        clean.add_revision("add444", upgrade)
+        expect_failure(
+            clean,
+            "test_new_revisions_take_no_dangerous_locks",
+            r"add444",
+            r"adding-required-field",
+            r"require-concurrent-index-creation",
+            r"changing-column-type",
+            r"adding-foreign-key-constraint|constraint-missing-not-valid",
+        )
+
+    @POSTGRESQL_ONLY
+    def test_safe_postgresql_revision_passes(self, clean: Project) -> None:
+        """A nullable column and an index built CONCURRENTLY outside the transaction: the
+        suite passes, so squawk's rules are met by the SQL the project really runs."""
+        clean.edit(
+            "src/demo_service/models/user.py",
+            "    id: int | None = Field(default=None, primary_key=True)\n",
+            "    id: int | None = Field(default=None, primary_key=True)\n"
+            "    nickname: str | None = Field(default=None, max_length=50, index=True)\n",
+        )
+        upgrade = "\n".join(
+            [
+                'op.add_column("users", sa.Column("nickname", sa.String(50), nullable=True))',
+                "with op.get_context().autocommit_block():",
+                '    op.create_index("ix_users_nickname", "users", ["nickname"], '
+                "postgresql_concurrently=True)",
+            ]
+        )
+        downgrade = "\n".join(
+            [
+                "with op.get_context().autocommit_block():",
+                '    op.drop_index("ix_users_nickname", "users", postgresql_concurrently=True)',
+                'op.drop_column("users", "nickname")',
+            ]
+        )
+        clean.add_revision("aee555", upgrade, downgrade)
+        expect_success(clean)
