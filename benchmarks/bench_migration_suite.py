@@ -1,0 +1,210 @@
+"""How long the rendered migration suite takes against a plain upgrade + downgrade cycle.
+
+For each history size N, a generated project gets N extra revisions (tables, columns,
+indexes, foreign keys, in turn) and matching models. Then, on the same server:
+
+- raw cycle: `uv run alembic upgrade head` + `uv run alembic downgrade base` on a fresh
+  database, the least any migration test has to do;
+- suite: `uv run pytest -m migrations` (every migration test, pytest start-up included).
+
+The goal (issue 3): the suite grows linearly with N and, at N = 200 on PostgreSQL, takes at
+most 2x the raw cycle. Usage:
+
+    uv run python benchmarks/bench_migration_suite.py [--database postgresql] [--sizes 10 50 200]
+"""
+
+import argparse
+import os
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SERVERS = {
+    "postgresql": os.environ.get(
+        "TEMPLATE_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    ),
+    "mysql": os.environ.get("TEMPLATE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/"),
+    "sqlite": None,
+}
+
+
+def fail(message: str) -> None:
+    sys.exit(f"bench_migration_suite: {message}")
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
+        fail(f"`{' '.join(args)}` exited {done.returncode} in {cwd}:\n{tail}")
+    return elapsed
+
+
+def revision_source(index: int, down: str | None) -> tuple[str, str]:
+    """The revision id and file text of the index-th benchmark revision."""
+    rev = f"bench{index:04d}"
+    table, step = f"bench_{index // 4}", index % 4
+    previous = f"bench_{max(index // 4 - 1, 0)}"
+    if step == 0:
+        up = (
+            f'op.create_table("{table}", sa.Column("id", sa.Integer(), nullable=False), '
+            f'sa.Column("name", sa.String(50), nullable=False), '
+            f'sa.PrimaryKeyConstraint("id", name="pk_{table}"))'
+        )
+        down_ops = f'op.drop_table("{table}")'
+    elif step == 1:
+        up = f'op.add_column("{table}", sa.Column("note", sa.String(100), nullable=True))'
+        down_ops = f'op.drop_column("{table}", "note")'
+    elif step == 2:
+        up = f'op.create_index("ix_{table}_note", "{table}", ["note"])'
+        down_ops = f'op.drop_index("ix_{table}_note", table_name="{table}")'
+    else:
+        fk = f"fk_{table}_parent_id_{previous}"
+        up = (
+            f'op.add_column("{table}", sa.Column("parent_id", sa.Integer(), nullable=True))\n'
+            f'    op.create_foreign_key("{fk}", "{table}", "{previous}", ["parent_id"], ["id"])'
+        )
+        down_ops = (
+            f'op.drop_constraint("{fk}", "{table}", type_="foreignkey")\n'
+            f'    op.drop_column("{table}", "parent_id")'
+        )
+    text = (
+        f'"""benchmark step {index}"""\n\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+        f'revision = "{rev}"\ndown_revision = {down!r}\nbranch_labels = None\n'
+        f"depends_on = None\n\n\ndef upgrade() -> None:\n    {up}\n\n\n"
+        f"def downgrade() -> None:\n    {down_ops}\n"
+    )
+    return rev, text
+
+
+def models_source(size: int) -> str:
+    """Core tables matching the final state of `size` benchmark revisions."""
+    lines = ['"""Benchmark tables."""', "", "import sqlalchemy as sa"]
+    lines += ["from sqlmodel import SQLModel", ""]
+    for number in range((size + 3) // 4):
+        steps = min(size - number * 4, 4)
+        previous = f"bench_{max(number - 1, 0)}"
+        columns = [
+            'sa.Column("id", sa.Integer(), primary_key=True)',
+            'sa.Column("name", sa.String(50), nullable=False)',
+        ]
+        if steps > 1:
+            columns.append(f'sa.Column("note", sa.String(100), index={steps > 2})')
+        if steps > 3:
+            columns.append(f'sa.Column("parent_id", sa.Integer(), sa.ForeignKey("{previous}.id"))')
+        lines.append(f'sa.Table("bench_{number}", SQLModel.metadata, {", ".join(columns)})')
+    return "\n".join(lines) + "\n"
+
+
+def build(database: str, size: int, root: Path, server: str | None) -> Path:
+    project = root / f"{database}-{size}"
+    env = project_env(server)
+    args = [sys.executable, "-m", "copier", "copy", "--trust", "--defaults", "--vcs-ref=HEAD"]
+    args += ["-d", "project_name=Bench", "-d", f"database={database}"]
+    run([*args, str(REPO), str(project)], root, env)
+    versions = project / "migrations" / "versions"
+    (initial,) = versions.glob("*.py")
+    down = re.search(r'^revision: str = "(\w+)"', initial.read_text(), re.M).group(1)
+    for index in range(size):
+        down, text = revision_source(index, down)
+        (versions / f"2099_01_01_{index:04d}-{down}.py").write_text(text)
+    package = project / "src" / "bench"
+    (package / "models" / "bench.py").write_text(models_source(size))
+    init = package / "models" / "__init__.py"
+    registration = "\nfrom . import bench  # noqa: F401\n\nmetadata = "
+    init.write_text(init.read_text().replace("\nmetadata = ", registration))
+    pyproject = project / "pyproject.toml"
+    # All benchmark revisions count as shipped: the lints look at new revisions only.
+    pyproject.write_text(pyproject.read_text().replace('baseline = ""', f'baseline = "{down}"'))
+    return project
+
+
+# Python caches compiled modules unless told not to; measure as users run it, with the cache.
+DROPPED = ("VIRTUAL_ENV", "TEST_DATABASE_URL", "PYTHONDONTWRITEBYTECODE")
+
+
+def project_env(server: str | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in DROPPED}
+    if server:
+        env["TEST_DATABASE_URL"] = server
+    return {**env, **extra}
+
+
+def scratch_url(
+    database: str, server: str | None, directory: Path
+) -> tuple[str, list[str], list[str]]:
+    """A fresh database URL and the commands that create and drop it."""
+    name = f"bench_{secrets.token_hex(4)}"
+    if database == "sqlite":
+        return f"sqlite:///{directory / (name + '.db')}", [], []
+    if database == "postgresql":
+        base = server.rsplit("/", 1)[0]
+        return f"{base}/{name}", [f'CREATE DATABASE "{name}"'], [f'DROP DATABASE "{name}"']
+    url = server.rstrip("/") + f"/{name}"
+    return url, [f"CREATE DATABASE `{name}`"], [f"DROP DATABASE `{name}`"]
+
+
+def admin(database: str, statements: list[str]) -> None:
+    for statement in statements:
+        if database == "postgresql":
+            client = ["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-c"]
+        else:
+            client = ["mariadb", "-h", "127.0.0.1", "-u", "root", "-e"]
+        subprocess.run([*client, statement], check=True)
+
+
+def raw_cycle(project: Path, database: str, server: str | None) -> float:
+    with tempfile.TemporaryDirectory() as directory:
+        url, create, drop = scratch_url(database, server, Path(directory))
+        admin(database, create)
+        try:
+            env = project_env(server, DATABASE_URL=url)
+            up = run(["uv", "run", "alembic", "upgrade", "head"], project, env)
+            down = run(["uv", "run", "alembic", "downgrade", "base"], project, env)
+        finally:
+            admin(database, drop)
+    return up + down
+
+
+def suite(project: Path, server: str | None) -> float:
+    env = project_env(server, CI="true")
+    args = ["uv", "run", "pytest", "-q", "-p", "no:cacheprovider", "-m", "migrations"]
+    return run(args, project, env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", choices=sorted(SERVERS), default="postgresql")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--repeat", type=int, default=3)
+    options = parser.parse_args()
+    server = SERVERS[options.database]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-suite-") as directory:
+        for size in options.sizes:
+            project = build(options.database, size, Path(directory), server)
+            suite(project, server)  # warm-up: bytecode, uv environment
+            raws = [raw_cycle(project, options.database, server) for _ in range(options.repeat)]
+            suites = [suite(project, server) for _ in range(options.repeat)]
+            raw, full = statistics.median(raws), statistics.median(suites)
+            rows.append((size, raw, full, full / raw))
+            print(f"N={size}: raw {raw:.2f}s, suite {full:.2f}s", file=sys.stderr)
+            shutil.rmtree(project)
+    print(f"\n{options.database}, median of {options.repeat} runs\n")
+    print("| revisions N | raw upgrade+downgrade (s) | migration suite (s) | suite / raw |")
+    print("| ---: | ---: | ---: | ---: |")
+    for size, raw, full, ratio in rows:
+        print(f"| {size} | {raw:.2f} | {full:.2f} | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
