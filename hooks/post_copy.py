@@ -3,6 +3,9 @@
 It stays thin: it checks for the tools and hands over to the project's own
 `scripts/bootstrap.py`, which writes `.env`, autogenerates and proves the initial revision,
 and makes the first commit. A failure prints one line that says what to do.
+
+`copier recopy` runs it too (Copier treats a recopy as a copy). A project whose answers
+file is already committed is not new: the hook then leaves it alone.
 """
 
 import os
@@ -22,7 +25,22 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
+def already_generated(answers_file: str) -> bool:
+    """True on `copier recopy`: the project's git history already holds its answers."""
+    if shutil.which("git") is None:
+        return False
+    probe = ["git", "rev-parse", "--verify", "--quiet", f"HEAD:./{answers_file}"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
 def main() -> None:
+    answers_file = sys.argv[1] if len(sys.argv) > 1 else ".copier-answers.yml"
+    if already_generated(answers_file):
+        print(
+            f"copier-fastapi-sqlmodel: {answers_file} is already committed, so this is a recopy: "
+            "the hook leaves the project alone (review the changes with `git diff`)."
+        )
+        return
     for tool, where in (
         ("uv", "https://docs.astral.sh/uv/getting-started/installation/"),
         ("git", "your system's package manager"),
