@@ -1,0 +1,192 @@
+"""How much the migration lock costs: 8 concurrent `alembic upgrade head` against one.
+
+A generated project gets a history of `--revisions` extra revisions that together take
+`--work` seconds in the database (a sleep in each, standing in for real DDL and data work).
+Then, on fresh databases, each repeat times:
+
+- one: a single `alembic upgrade head` from an empty database to head;
+- eight: 8 `alembic upgrade head` started at once on another empty database; the time
+  until the last one exits (one migrates, the others wait for the lock, find head, exit).
+
+The goal (issue 4): eight finish within 1.3x the time of one. Each migrator is a separate
+Python process whose start-up (imports) costs CPU: with fewer cores than migrators, the
+start-ups queue for the CPU, which the lock cannot help; the table shows the machine's
+`nproc` and the start-up time of one process (`alembic current` at head) to judge that.
+
+    uv run python benchmarks/bench_concurrent_migrators.py [--database postgresql]
+        [--repeat 3] [--revisions 10] [--work 6]
+"""
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SERVERS = {
+    "postgresql": os.environ.get(
+        "TEMPLATE_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    ),
+    "mysql": os.environ.get("TEMPLATE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/"),
+    "sqlite": None,
+}
+MIGRATORS = 8
+SQL = """
+import json, sys
+from sqlalchemy import create_engine, pool, text
+from bench.core.config import to_driver_url
+engine = create_engine(to_driver_url(sys.argv[1]), isolation_level="AUTOCOMMIT",
+                       poolclass=pool.NullPool)
+with engine.connect() as connection:
+    for statement in json.loads(sys.argv[2]):
+        connection.execute(text(statement))
+"""
+
+
+def fail(message: str) -> None:
+    sys.exit(f"bench_concurrent_migrators: {message}")
+
+
+def env_for(url: str | None = None, server: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "TEST_DATABASE_URL")}
+    if url:
+        env["DATABASE_URL"] = url
+    if server:
+        env["TEST_DATABASE_URL"] = server
+    return env
+
+
+def check(args: list[str], cwd: Path, env: dict[str, str]) -> None:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
+        fail(f"`{' '.join(args[:4])}` exited {done.returncode}:\n{tail}")
+
+
+def build(database: str, root: Path, revisions: int, work: float) -> Path:
+    project = root / "bench"
+    args = [sys.executable, "-m", "copier", "copy", "--trust", "--defaults", "--vcs-ref=HEAD"]
+    args += ["-d", "project_name=Bench", "-d", f"database={database}"]
+    check([*args, str(REPO), str(project)], root, env_for(server=SERVERS[database]))
+    versions = project / "migrations" / "versions"
+    (initial,) = versions.glob("*.py")
+    down = initial.read_text().split('revision: str = "', 1)[1].split('"', 1)[0]
+    for index in range(revisions):
+        rev = f"bench{index:04d}"
+        (versions / f"2099_01_01_{index:04d}-{rev}.py").write_text(
+            f'"""bench {index}"""\n\nimport time\n\nimport sqlalchemy as sa\n'
+            f"from alembic import op\n\n"
+            f'revision = "{rev}"\ndown_revision = "{down}"\nbranch_labels = None\n'
+            f"depends_on = None\n\n\ndef upgrade() -> None:\n"
+            f'    op.create_table("bench_{index}", sa.Column("id", sa.Integer(), '
+            f"primary_key=True))\n    time.sleep({work / max(revisions, 1)!r})\n\n\n"
+            f'def downgrade() -> None:\n    op.drop_table("bench_{index}")\n'
+        )
+        down = rev
+    return project
+
+
+def fresh_database(project: Path, database: str, root: Path) -> str:
+    name = f"bench_{secrets.token_hex(5)}"
+    server = SERVERS[database]
+    if server is None:
+        return f"sqlite:///{root / name}.db"
+    quote = '"' if database == "postgresql" else "`"
+    statements = json.dumps([f"CREATE DATABASE {quote}{name}{quote}"])
+    check([".venv/bin/python", "-c", SQL, server, statements], project, env_for())
+    return server.rsplit("/", 1)[0] + f"/{name}" if database == "postgresql" else server + name
+
+
+def drop_database(project: Path, database: str, url: str) -> None:
+    server = SERVERS[database]
+    if server is None:
+        return
+    name = url.rsplit("/", 1)[1]
+    drop = (
+        f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        if database == "postgresql"
+        else f"DROP DATABASE IF EXISTS `{name}`"
+    )
+    check([".venv/bin/python", "-c", SQL, server, json.dumps([drop])], project, env_for())
+
+
+def migrate(project: Path, url: str, count: int) -> tuple[float, int]:
+    """Seconds until the last of `count` concurrent migrators exits; how many waited."""
+    start = time.perf_counter()
+    processes = [
+        subprocess.Popen(
+            [".venv/bin/alembic", "upgrade", "head"],
+            cwd=project,
+            env=env_for(url),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    outputs = [p.communicate()[1] for p in processes]
+    elapsed = time.perf_counter() - start
+    if any(p.returncode != 0 for p in processes):
+        fail("a migrator failed:\n" + "\n".join(outputs)[-2000:])
+    return elapsed, sum("waiting up to" in output for output in outputs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database", choices=sorted(SERVERS), default="postgresql")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--revisions", type=int, default=10)
+    parser.add_argument("--work", type=float, default=6.0, help="seconds of work in all")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench_lock_") as directory:
+        root = Path(directory)
+        print(f"building a {args.database} project ...", file=sys.stderr)
+        project = build(args.database, root, args.revisions, args.work)
+        ones, eights, waited, startups = [], [], [], []
+        for repeat in range(args.repeat):
+            for count, samples in ((1, ones), (MIGRATORS, eights)):
+                url = fresh_database(project, args.database, root)
+                try:
+                    elapsed, waiting = migrate(project, url, count)
+                    if count == 1:
+                        start = time.perf_counter()
+                        check([".venv/bin/alembic", "current"], project, env_for(url))
+                        startups.append(time.perf_counter() - start)
+                    else:
+                        waited.append(waiting)
+                finally:
+                    drop_database(project, args.database, url)
+                samples.append(elapsed)
+            print(
+                f"repeat {repeat + 1}: one {ones[-1]:.2f}s, eight {eights[-1]:.2f}s",
+                file=sys.stderr,
+            )
+
+    one, eight = statistics.median(ones), statistics.median(eights)
+    rows = [
+        ("database", args.database),
+        ("nproc", str(os.cpu_count())),
+        ("history", f"{args.revisions} revisions, {args.work:g}s of work"),
+        ("start-up of one process (alembic current)", f"{statistics.median(startups):.2f}s"),
+        ("one migrator, median (min-max)", f"{one:.2f}s ({min(ones):.2f}-{max(ones):.2f})"),
+        (
+            f"{MIGRATORS} concurrent, median (min-max)",
+            f"{eight:.2f}s ({min(eights):.2f}-{max(eights):.2f})",
+        ),
+        ("migrators that said they waited", f"{min(waited)}-{max(waited)} of {MIGRATORS}"),
+        ("ratio eight / one (goal <= 1.3)", f"{eight / one:.2f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()

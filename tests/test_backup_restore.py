@@ -1,0 +1,277 @@
+"""scripts/backup_db.py and scripts/restore_db.py in generated projects, on real databases.
+
+Each test generates a project, points its DATABASE_URL at a database made for the test (a
+user with a password full of special characters), fills it, backs it up, destroys tables
+and rows, restores, and compares per-table row counts and checksums. Then the failures:
+no confirmation, a bad file, an unreachable database, a malformed URL, a missing tool.
+"""
+
+import os
+import re
+import secrets
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import pytest
+from test_generated_projects import generate
+
+from conftest import SERVERS, project_env, run
+
+# Run inside the project (its settings, its driver, sync or async): fill, destroy, checksums.
+HELPER = """
+import asyncio
+import hashlib
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy import pool
+
+from demo_service.core.config import get_settings
+from demo_service.models import metadata
+
+URL = get_settings().sqlalchemy_url
+TEXTS = [
+    "Zoë 🐍 ñ 漢字 ‽", "quote \\' double \\" back\\\\slash", "tab\\tnew\\nline\\r\\nend",
+    "\\\\N is not null", "", "x" * 5000, "ctrl \\x01\\x7f", "%s %(x)s ; -- /* */",
+]
+extra = sa.MetaData()
+blobs = sa.Table(
+    "blobs", extra, sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("data", sa.LargeBinary(length=100_000)), sa.Column("note", sa.Text),
+)
+
+
+def fill(c):
+    users, posts = metadata.tables["users"], metadata.tables["posts"]
+    start = datetime(2024, 2, 29, 23, 59, 59, 123456, tzinfo=UTC)
+    c.execute(users.insert(), [
+        {"email": f"user{i}@example.com", "full_name": None if i % 5 == 0 else TEXTS[i % 8][:255],
+         "created_at": start + timedelta(seconds=i)} for i in range(1, 301)
+    ])
+    c.execute(posts.insert(), [
+        {"author_id": 1 + i % 300, "title": f"title {i} {TEXTS[i % 8][:50]}",
+         "body": TEXTS[(i + 3) % 8], "created_at": start + timedelta(minutes=i)}
+        for i in range(900)
+    ])
+    extra.create_all(c)
+    c.execute(blobs.insert(), [
+        {"id": i, "data": None if i == 1 else bytes(range(256)) * i, "note": TEXTS[i % 8]}
+        for i in range(1, 21)
+    ])
+
+
+def destroy(c):
+    c.execute(sa.text("DELETE FROM users WHERE id % 2 = 0"))
+    c.execute(sa.text("DELETE FROM alembic_version"))
+    c.execute(sa.text("DROP TABLE posts"))
+    c.execute(sa.text("DROP TABLE blobs"))
+
+
+def checksums(c):
+    result = {}
+    for name in sorted(sa.inspect(c).get_table_names()):
+        table = sa.Table(name, sa.MetaData(), autoload_with=c)
+        rows = c.execute(sa.select(table).order_by(*table.columns)).all()
+        digest = hashlib.md5(repr([tuple(row) for row in rows]).encode()).hexdigest()
+        result[name] = [len(rows), digest]
+    return result
+
+
+def main(fn):
+    if URL.get_dialect().is_async:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        async def go():
+            engine = create_async_engine(URL, poolclass=pool.NullPool)
+            async with engine.begin() as c:
+                result = await c.run_sync(fn)
+            await engine.dispose()
+            return result
+
+        return asyncio.run(go())
+    engine = sa.create_engine(URL, poolclass=pool.NullPool)
+    with engine.begin() as c:
+        result = fn(c)
+    engine.dispose()
+    return result
+
+
+print(json.dumps(main(globals()[sys.argv[1]])))
+"""
+
+COMBINATIONS = [("sqlite", False), ("postgresql", False), ("mysql", False), ("postgresql", True)]
+EXTENSIONS = {"sqlite": "db", "postgresql": "dump", "mysql": "sql"}
+TOOLS = {"postgresql": ("pg_dump", "pg_restore"), "mysql": ("mariadb-dump", "mariadb")}
+
+
+def admin_sql(database: str, *statements: str) -> None:
+    server = urlsplit(SERVERS[database])
+    if database == "postgresql":
+        args = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", SERVERS[database]]
+        env = os.environ
+    else:
+        args = ["mariadb", "-h", server.hostname, "-P", str(server.port), "-u", server.username]
+        env = {**os.environ, "MYSQL_PWD": server.password or ""}
+    if database == "postgresql":
+        for statement in statements:
+            args += ["-c", statement]
+    else:
+        args += ["-e", "; ".join(statements)]
+    subprocess.run(args, env=env, check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def test_database(
+    server_url: Callable[[str], str | None], tmp_path: Path
+) -> Iterator[Callable[[str], tuple[str, str]]]:
+    """Make a database and a user with a password for it: (DATABASE_URL, password)."""
+    made: list[tuple[str, str]] = []
+
+    def make(database: str) -> tuple[str, str]:
+        name = f"backup_{secrets.token_hex(5)}"
+        # Characters that need quoting in a URL, a .pgpass line and a MySQL option file.
+        password = f"Pw{secrets.token_hex(6)}#:@;\"\\'x"
+        if database == "sqlite":
+            return f"sqlite:///{tmp_path / 'data' / 'app.db'}", password
+        server = urlsplit(server_url(database))
+        if database == "postgresql":  # standard_conforming_strings: only quotes double
+            literal = password.replace("'", "''")
+        else:
+            literal = password.replace("\\", "\\\\").replace("'", "\\'")
+        if database == "postgresql":
+            admin_sql(
+                database,
+                f"CREATE ROLE {name} LOGIN PASSWORD '{literal}'",
+                f"CREATE DATABASE {name} OWNER {name}",
+            )
+        else:
+            admin_sql(
+                database,
+                f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+                f"CREATE USER '{name}'@'%' IDENTIFIED BY '{literal}'",
+                f"GRANT ALL ON {name}.* TO '{name}'@'%'",
+            )
+        made.append((database, name))
+        url = (
+            f"{database}://{name}:{quote(password, safe='')}@{server.hostname}:{server.port}/{name}"
+        )
+        return url, password
+
+    yield make
+    for database, name in made:
+        if database == "postgresql":
+            admin_sql(database, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"DROP ROLE {name}")
+        else:
+            admin_sql(database, f"DROP DATABASE IF EXISTS {name}", f"DROP USER '{name}'@'%'")
+
+
+def one_line_failure(done: subprocess.CompletedProcess[str], program: str) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0, done
+    assert len(lines) == 1 and lines[0].startswith(f"{program}: "), done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), COMBINATIONS, ids=lambda v: str(v))
+def test_backup_destroy_restore_gives_back_every_row(
+    tmp_path: Path,
+    server_url: Callable[[str], str | None],
+    test_database: Callable[[str], tuple[str, str]],
+    database: str,
+    async_mode: bool,
+) -> None:
+    project = generate(tmp_path, database, async_mode, server_url(database))
+    url, password = test_database(database)
+    (tmp_path / "data").mkdir(exist_ok=True)
+    env = project_env(DATABASE_URL=url)
+    (project / "helper.py").write_text(HELPER)
+    outputs: list[str] = []
+
+    def uv(*args: str, check: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:
+        done = run(["uv", "run", *args], project, {**env, **extra}, check=check)
+        outputs.append(done.stdout + done.stderr)
+        return done
+
+    uv("alembic", "upgrade", "head")
+    uv("python", "helper.py", "fill")
+    before = uv("python", "helper.py", "checksums").stdout
+    assert '"blobs": [20,' in before and '"posts": [900,' in before and '"users": [300,' in before
+
+    # Backup: the path is the last line of stdout; the file is private and named right.
+    out_dir = tmp_path / "backups"
+    backup = Path(uv("scripts/backup_db.py", "--output-dir", str(out_dir)).stdout.splitlines()[-1])
+    assert backup.is_absolute() and backup.parent == out_dir and backup.is_file()
+    assert backup.stat().st_mode & 0o777 == 0o600
+    revision = next((project / "migrations" / "versions").glob("*.py")).name.split("-")[1][:12]
+    pattern = rf"[a-z0-9_]+-\d{{8}}T\d{{6}}\.\d{{3}}Z-{revision}\.{EXTENSIONS[database]}"
+    assert re.fullmatch(pattern, backup.name), backup.name
+
+    uv("python", "helper.py", "destroy")
+    assert uv("python", "helper.py", "checksums").stdout != before
+
+    # No confirmation (stdin is not a terminal, no --yes): refused, nothing changed.
+    refused = subprocess.run(
+        ["uv", "run", "scripts/restore_db.py", str(backup)],
+        cwd=project,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    assert "--yes" in one_line_failure(refused, "restore_db")
+    outputs.append(refused.stdout + refused.stderr)
+
+    restored = uv("scripts/restore_db.py", str(backup), "--yes")
+    assert f"at revision {revision}" in restored.stdout.splitlines()[-1], restored.stdout
+    assert uv("python", "helper.py", "checksums").stdout == before
+
+    # Retention: two more backups with --keep 2 leave the newest two.
+    for _ in range(2):
+        newest = uv("scripts/backup_db.py", "--output-dir", str(out_dir), "--keep", "2")
+    kept = sorted(p.name for p in out_dir.iterdir())
+    assert len(kept) == 2 and Path(newest.stdout.splitlines()[-1]).name in kept, kept
+    assert backup.name not in kept
+    latest = out_dir / kept[-1]
+
+    # Failures: one line each, no traceback.
+    garbage = tmp_path / f"garbage.{EXTENSIONS[database]}"
+    garbage.write_bytes(b"not a backup\n" * 10)
+    assert "garbage" in one_line_failure(
+        uv("scripts/restore_db.py", str(garbage), "--yes", check=False), "restore_db"
+    )
+    malformed = uv("scripts/backup_db.py", check=False, DATABASE_URL="postgresql://u:pw@h:port/x")
+    assert "invalid settings: DATABASE_URL" in one_line_failure(malformed, "backup_db")
+
+    if database == "sqlite":
+        missing = f"sqlite:///{tmp_path / 'nowhere' / 'app.db'}"
+        gone = uv("scripts/backup_db.py", check=False, DATABASE_URL=missing)
+        assert "no SQLite database" in one_line_failure(gone, "backup_db")
+    else:
+        unreachable = re.sub(r":\d+/", ":1/", url)
+        for script in ("scripts/backup_db.py", "scripts/restore_db.py"):
+            args = [script] + ([str(latest), "--yes"] if "restore" in script else [])
+            done = uv(*args, check=False, DATABASE_URL=unreachable)
+            line = one_line_failure(done, script.split("/")[1].removesuffix(".py"))
+            assert "cannot connect to the database at" in line and ":1/" in line, line
+
+        # No dump tool on PATH: the project's Python directly, since `uv` is not there either.
+        empty = tmp_path / "empty-bin"
+        empty.mkdir()
+        python = str(project / ".venv" / "bin" / "python")
+        for script, tool in zip(("backup_db.py", "restore_db.py"), TOOLS[database], strict=True):
+            args = [python, f"scripts/{script}"] + (
+                [str(latest), "--yes"] if "restore" in script else []
+            )
+            done = run(args, project, {**env, "PATH": str(empty)}, check=False)
+            outputs.append(done.stdout + done.stderr)
+            line = one_line_failure(done, script.removesuffix(".py"))
+            assert f"{tool} is not installed: install" in line, line
+
+    for output in outputs:
+        assert password not in output and quote(password, safe="") not in output, output

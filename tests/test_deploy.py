@@ -1,0 +1,459 @@
+"""Deploying migrations safely, on real PostgreSQL, MariaDB/MySQL and SQLite databases: the
+migration lock in env.py (one migrator at a time), scripts/check_migrations.py and
+scripts/deploy_migrations.py in generated projects."""
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from test_generated_projects import generate
+
+from conftest import project_env, run
+
+PACKAGE = "demo_service"
+# Runs SQL in the project's own environment (its driver, sync or async), one JSON row list
+# per statement; AUTOCOMMIT, so that CREATE DATABASE works.
+QUERY = """
+import asyncio, json, sys
+from sqlalchemy import create_engine, pool, text
+from demo_service.core.config import to_driver_url
+
+url = to_driver_url(sys.argv[1])
+
+def work(connection):
+    out = []
+    for statement in json.loads(sys.argv[2]):
+        result = connection.execute(text(statement))
+        out.append([[str(v) for v in row] for row in result] if result.returns_rows else [])
+    return out
+
+if url.get_dialect().is_async:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def main():
+        engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
+        async with engine.connect() as connection:
+            result = await connection.run_sync(work)
+        await engine.dispose()
+        return result
+
+    print(json.dumps(asyncio.run(main())))
+else:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        print(json.dumps(work(connection)))
+"""
+
+
+@dataclass
+class Project:
+    path: Path
+    database: str
+    server: str | None
+    url: str = ""  # DATABASE_URL: a fresh database of the test's own
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return project_env(DATABASE_URL=self.url, **extra)
+
+    def sql(self, *statements: str, url: str | None = None) -> list[list[list[str]]]:
+        args = [".venv/bin/python", "-c", QUERY, url or self.url, json.dumps(statements)]
+        return json.loads(run(args, self.path).stdout)
+
+    def rows(self, query: str) -> list[list[str]]:
+        return self.sql(query)[0]
+
+    def script(self, name: str, *args: str, url: str | None = None) -> subprocess.CompletedProcess:
+        env = self.env() if url is None else project_env(DATABASE_URL=url)
+        return run(["uv", "run", f"scripts/{name}.py", *args], self.path, env, check=False)
+
+    def alembic(self, *args: str) -> subprocess.CompletedProcess:
+        return run(["uv", "run", "alembic", *args], self.path, self.env(), check=False)
+
+    @property
+    def initial(self) -> str:
+        (initial,) = (self.path / "migrations" / "versions").glob("2*_initial_schema.py")
+        text = initial.read_text()
+        return text.split('revision: str = "', 1)[1].split('"', 1)[0]
+
+    def add_revision(self, rev: str, down: str, upgrade: str, downgrade: str = "pass") -> None:
+        source = "\n".join(
+            [
+                f'"""{rev} message"""',
+                "",
+                "import time",
+                "",
+                "import sqlalchemy as sa",
+                "from alembic import op",
+                "",
+                f'revision = "{rev}"',
+                f'down_revision = "{down}"',
+                "branch_labels = None",
+                "depends_on = None",
+                "",
+                "",
+                "def upgrade() -> None:",
+                textwrap.indent(textwrap.dedent(upgrade).strip(), "    "),
+                "",
+                "",
+                "def downgrade() -> None:",
+                textwrap.indent(downgrade, "    "),
+                "",
+            ]
+        )
+        (self.path / "migrations" / "versions" / f"2099_01_01_0000-{rev}_test.py").write_text(
+            source
+        )
+
+    def log_revisions(self, count: int, slow: str = "1") -> list[str]:
+        """`count` revisions on top of the initial one: the first creates `applied`, each
+        inserts its own id there (applied twice, it would be there twice)."""
+        revs = [f"r{n}" for n in range(1, count + 1)]
+        self.add_revision(
+            "r1",
+            self.initial,
+            f"""
+            op.create_table(
+                "applied",
+                sa.Column("id", sa.Integer(), primary_key=True),
+                sa.Column("rev", sa.String(10), nullable=False),
+            )
+            op.execute("INSERT INTO applied (rev) VALUES ('r1')")
+            time.sleep({slow})  # the others arrive while this one holds the lock
+            """,
+            'op.drop_table("applied")',
+        )
+        for down, rev in zip(revs, revs[1:], strict=False):
+            self.add_revision(
+                rev, down, f"op.execute(\"INSERT INTO applied (rev) VALUES ('{rev}')\")"
+            )
+        return revs
+
+
+_projects: dict[tuple[str, bool], Path] = {}
+
+
+@pytest.fixture
+def project_for(
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
+    server_url: Callable[[str], str | None],
+) -> Iterator[Callable[..., Project]]:
+    """A generated project (one per database and mode in each worker) with a fresh,
+    empty database in DATABASE_URL; revisions added by the test are removed afterwards."""
+    made: list[Project] = []
+
+    def make(database: str, async_mode: bool = False) -> Project:
+        server = server_url(database)
+        key = (database, async_mode)
+        if key not in _projects:
+            _projects[key] = generate(
+                tmp_path_factory.mktemp("deploy"), database, async_mode, server
+            )
+        project = Project(_projects[key], database, server)
+        name = f"deploy_{secrets.token_hex(5)}"
+        if database == "sqlite":
+            project.url = f"sqlite:///{tmp_path / name}.db"
+        elif database == "postgresql":
+            project.sql(f'CREATE DATABASE "{name}"', url=server)
+            project.url = server.rsplit("/", 1)[0] + f"/{name}"
+        else:
+            project.sql(f"CREATE DATABASE `{name}`", url=server)
+            project.url = server.rstrip("/") + f"/{name}"
+        made.append(project)
+        return project
+
+    yield make
+    for project in made:
+        run(["git", "checkout", "--", "."], project.path)
+        run(["git", "clean", "-fdq", "--", "migrations"], project.path)
+        name = project.url.rsplit("/", 1)[1]
+        if project.database == "postgresql":
+            project.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', url=project.server)
+        elif project.database == "mysql":
+            project.sql(f"DROP DATABASE IF EXISTS `{name}`", url=project.server)
+
+
+def one_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("database", "async_mode"),
+    [
+        ("postgresql", False),
+        ("postgresql", True),
+        ("mysql", False),
+        ("sqlite", False),
+        ("sqlite", True),
+    ],
+    ids=lambda v: str(v),
+)
+def test_eight_concurrent_upgrades_apply_each_revision_once(
+    project_for: Callable[..., Project], database: str, async_mode: bool
+) -> None:
+    project = project_for(database, async_mode)
+    revs = project.log_revisions(4)
+    head = "r5"
+    if database == "postgresql":  # an index built CONCURRENTLY, outside the transaction
+        project.add_revision(
+            "r5",
+            "r4",
+            """
+            op.execute("INSERT INTO applied (rev) VALUES ('r5')")
+            with op.get_context().autocommit_block():
+                op.create_index(
+                    "ix_applied_rev", "applied", ["rev"], postgresql_concurrently=True
+                )
+            """,
+        )
+    else:
+        project.add_revision("r5", "r4", "op.execute(\"INSERT INTO applied (rev) VALUES ('r5')\")")
+    revs.append("r5")
+
+    migrators = [
+        subprocess.Popen(
+            ["uv", "run", "alembic", "upgrade", "head"],
+            cwd=project.path,
+            env=project.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    outputs = [(m.wait(timeout=300), *m.communicate()) for m in migrators]
+
+    assert [code for code, _, _ in outputs] == [0] * 8, outputs
+    assert sorted(row[0] for row in project.rows("SELECT rev FROM applied")) == revs
+    assert project.rows("SELECT version_num FROM alembic_version") == [[head]]
+    ran = [err for _, _, err in outputs if "Running upgrade r4 -> r5" in err]
+    assert len(ran) == 1, outputs  # every revision by one migrator; the others did nothing
+    assert any("waiting up to" in err for _, _, err in outputs), outputs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database", ["postgresql", "mysql", "sqlite"])
+def test_check_migrations_exit_codes(project_for: Callable[..., Project], database: str) -> None:
+    project = project_for(database)
+    project.log_revisions(2, slow="0")
+
+    pending = project.script("check_migrations")
+    assert pending.returncode == 1, pending
+    assert "3 migrations pending" in pending.stdout
+    assert "r2  r2 message" in pending.stdout
+    as_json = json.loads(project.script("check_migrations", "--json").stdout)
+    assert as_json["status"] == "pending" and as_json["head"] == "r2"
+    assert [p["revision"] for p in as_json["pending"]] == [project.initial, "r1", "r2"]
+
+    assert project.alembic("upgrade", "head").returncode == 0
+    done = project.script("check_migrations")
+    assert done.returncode == 0 and "up to date" in done.stdout, done
+    assert json.loads(project.script("check_migrations", "--json").stdout)["status"] == (
+        "up_to_date"
+    )
+
+    project.sql("UPDATE alembic_version SET version_num = 'f00dfeed'")
+    unknown = project.script("check_migrations")
+    assert unknown.returncode == 2
+    assert "f00dfeed" in one_line(unknown.stderr)
+    project.sql("UPDATE alembic_version SET version_num = 'r2'")
+
+    project.add_revision("r3", "r1", "pass")  # a second head next to r2
+    heads = project.script("check_migrations", "--json")
+    assert heads.returncode == 2
+    assert "2 heads" in one_line(heads.stderr)
+    assert json.loads(heads.stdout)["status"] == "cannot_tell"
+
+
+@pytest.mark.slow
+def test_unreachable_database_and_malformed_url_give_one_line(
+    project_for: Callable[..., Project],
+) -> None:
+    project = project_for("postgresql")
+    unreachable = "postgresql://demo:secret-pw@127.0.0.1:1/demo"
+    for name in ("check_migrations", "deploy_migrations"):
+        done = project.script(name, url=unreachable)
+        assert done.returncode == 2, done
+        line = one_line(done.stderr)
+        assert "cannot reach the database at" in line and "127.0.0.1:1" in line
+        assert "secret-pw" not in done.stderr + done.stdout
+
+        malformed = project.script(name, url="not a url at all")
+        assert malformed.returncode == 2, malformed
+        assert "DATABASE_URL" in one_line(malformed.stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("database", "async_mode"),
+    [("postgresql", False), ("sqlite", False), ("sqlite", True), ("mysql", False)],
+    ids=lambda v: str(v),
+)
+def test_failed_revision_leaves_the_last_good_revision(
+    project_for: Callable[..., Project], database: str, async_mode: bool
+) -> None:
+    project = project_for(database, async_mode)
+    project.log_revisions(2, slow="0")
+    assert project.alembic("upgrade", "r1").returncode == 0
+    project.sql("INSERT INTO applied (rev) VALUES ('data')")
+    project.add_revision(
+        "r3",
+        "r2",
+        """
+        op.create_table("half_done", sa.Column("id", sa.Integer(), primary_key=True))
+        op.execute("INSERT INTO no_such_table VALUES (1)")
+        """,
+        'op.drop_table("half_done")',
+    )
+
+    failed = project.script("deploy_migrations")  # a real backup first
+
+    assert failed.returncode == 1, failed
+    line = failed.stderr.strip().splitlines()[-1]
+    assert "revision r3 (r3 message) failed" in line, failed.stderr
+    assert "the database is at r2" in line
+    restore = line.split("restore the backup with: ", 1)[1]
+    backup = Path(restore.split()[3])
+    assert restore == f"uv run scripts/restore_db.py {backup} --yes" and backup.is_file()
+    assert "Traceback" not in failed.stderr
+    assert project.rows("SELECT version_num FROM alembic_version") == [["r2"]]
+    assert sorted(r[0] for r in project.rows("SELECT rev FROM applied")) == ["data", "r1", "r2"]
+    check = project.script("check_migrations")
+    assert check.returncode == 1 and "r3  r3 message" in check.stdout
+    tables = {
+        "postgresql": "SELECT count(*) FROM pg_tables WHERE tablename = 'half_done'",
+        "sqlite": "SELECT count(*) FROM sqlite_master WHERE name = 'half_done'",
+        "mysql": "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_NAME = 'half_done'"
+        " AND TABLE_SCHEMA = DATABASE()",
+    }[database]
+    if database == "mysql":  # DDL commits at once there: the honest report says so
+        assert "cannot roll back DDL" in line
+        assert project.rows(tables) == [["1"]]
+        project.sql("DROP TABLE half_done")
+    else:
+        assert project.rows(tables) == [["0"]]  # nothing of the failed revision
+
+    project.add_revision(
+        "r3",
+        "r2",
+        'op.create_table("half_done", sa.Column("id", sa.Integer(), primary_key=True))',
+        'op.drop_table("half_done")',
+    )
+    fixed = project.script("deploy_migrations", "--no-backup")
+    assert fixed.returncode == 0, fixed
+    assert "done: r2 -> r3" in fixed.stderr
+    assert project.script("check_migrations").returncode == 0
+
+
+@pytest.mark.slow
+def test_deploy_writes_sql_and_does_nothing_at_head(project_for: Callable[..., Project]) -> None:
+    project = project_for("postgresql", True)
+    project.log_revisions(1, slow="0")
+
+    sql = project.script("deploy_migrations", "--sql")
+    assert sql.returncode == 0, sql
+    assert "CREATE TABLE applied" in sql.stdout and "lock_timeout" in sql.stdout
+    assert project.script("check_migrations").returncode == 1  # nothing was applied
+
+    first = project.script("deploy_migrations", "--no-backup")
+    assert first.returncode == 0, first
+    assert "done: base (no revision applied) -> r1" in first.stderr
+    again = project.script("deploy_migrations")
+    assert again.returncode == 0 and "nothing to do" in again.stderr, again
+
+
+@pytest.mark.slow
+def test_sigkill_mid_upgrade_leaves_a_consistent_state_and_frees_the_lock(
+    project_for: Callable[..., Project],
+) -> None:
+    project = project_for("postgresql")
+    project.log_revisions(1, slow="0")
+    project.add_revision(
+        "r2",
+        "r1",
+        """
+        op.create_table("slow", sa.Column("id", sa.Integer(), primary_key=True))
+        op.execute("INSERT INTO applied (rev) VALUES ('r2')")
+        if not __import__("os").environ.get("FAST"):
+            op.execute("SELECT pg_sleep(60)")
+        """,
+        'op.drop_table("slow")',
+    )
+    migrator = subprocess.Popen(
+        [".venv/bin/alembic", "upgrade", "head"],
+        cwd=project.path,
+        env=project.env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    sleeping = (
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
+        " AND datname = current_database()"
+    )
+    while project.rows(sleeping) != [["1"]]:
+        assert time.monotonic() < deadline and migrator.poll() is None, migrator.stderr
+        time.sleep(0.2)
+    os.killpg(migrator.pid, signal.SIGKILL)
+    migrator.wait()
+
+    assert project.rows("SELECT version_num FROM alembic_version") == [["r1"]]
+    assert project.rows("SELECT rev FROM applied") == [["r1"]]
+    start = time.monotonic()
+    rerun = run(["uv", "run", "alembic", "upgrade", "head"], project.path, project.env(FAST="1"))
+    assert "waiting" not in rerun.stderr, rerun.stderr  # the lock was free at once
+    assert time.monotonic() - start < 30
+    assert project.rows("SELECT version_num FROM alembic_version") == [["r2"]]
+    assert sorted(r[0] for r in project.rows("SELECT rev FROM applied")) == ["r1", "r2"]
+
+
+@pytest.mark.slow
+def test_statement_that_cannot_get_a_table_lock_is_retried(
+    project_for: Callable[..., Project],
+) -> None:
+    """MIGRATION_LOCK_TIMEOUT gives up quickly; the revision is tried again and succeeds
+    once the app's long transaction has let the table go."""
+    project = project_for("postgresql")
+    project.log_revisions(1, slow="0")
+    assert project.alembic("upgrade", "head").returncode == 0
+    project.add_revision("r2", "r1", 'op.add_column("applied", sa.Column("note", sa.Text()))')
+    holder = subprocess.Popen(  # a transaction holding a lock on the table for 4 seconds
+        [
+            ".venv/bin/python",
+            "-c",
+            QUERY,
+            project.url,
+            json.dumps(["BEGIN", "LOCK TABLE applied", "SELECT pg_sleep(4)", "COMMIT"]),
+        ],
+        cwd=project.path,
+        env=project_env(),
+        stdout=subprocess.DEVNULL,
+    )
+    waiting = "SELECT count(*) FROM pg_locks WHERE relation = 'applied'::regclass"
+    deadline = time.monotonic() + 30
+    while project.rows(waiting) == [["0"]]:  # until it holds the lock
+        assert time.monotonic() < deadline and holder.poll() is None
+        time.sleep(0.1)
+
+    done = run(
+        ["uv", "run", "alembic", "upgrade", "head"],
+        project.path,
+        project.env(MIGRATION_LOCK_TIMEOUT="200ms"),
+    )
+    holder.wait(timeout=30)
+
+    assert "trying again in 1s (1 of 3)" in done.stderr, done.stderr
+    assert project.rows("SELECT version_num FROM alembic_version") == [["r2"]]
