@@ -94,6 +94,7 @@ def test_secret_stays_in_the_untracked_env_file(
     env_file = project / ".env"
     password = re.search(r"postgresql://demo_service:([^@]+)@", env_file.read_text()).group(1)
     assert len(password) >= 24 and password != "change-me"
+    assert f"DB_PASSWORD={password}\n" in env_file.read_text(), "compose.yaml's db gets the same"
     assert env_file.stat().st_mode & 0o777 == 0o600
     for tracked in run(["git", "ls-files"], project).stdout.splitlines():
         assert password not in (project / tracked).read_text(errors="ignore"), tracked
