@@ -243,6 +243,65 @@ def test_eight_concurrent_upgrades_apply_each_revision_once(
     assert any("waiting up to" in err for _, _, err in outputs), outputs
 
 
+# Holds the project's migration lock, as a migrator would, until its stdin closes.
+HOLD_LOCK = """
+import sys
+from sqlalchemy import create_engine, pool
+from demo_service.core.config import to_driver_url
+from demo_service.core.migration_lock import MigrationLock
+
+engine = create_engine(to_driver_url(sys.argv[1]), poolclass=pool.NullPool)
+with engine.connect() as connection:
+    lock = MigrationLock(connection)
+    assert lock.acquire(set())
+    print("holding", flush=True)
+    sys.stdin.read()
+    lock.release()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database", ["postgresql", "mysql", "sqlite"])
+def test_waiting_migrator_stops_once_another_did_its_work(
+    project_for: Callable[..., Project], database: str
+) -> None:
+    """A migrator waits while another holds the lock, but only as long as there is work left
+    for it: at head already, it exits 0 at once, although the lock is still taken."""
+    project = project_for(database)
+    project.log_revisions(2, slow="0")
+    assert project.alembic("upgrade", "r1").returncode == 0
+    holder = subprocess.Popen(
+        [".venv/bin/python", "-c", HOLD_LOCK, project.url],
+        cwd=project.path,
+        env=project_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+
+        at_r1 = project.alembic("upgrade", "r1")
+        assert at_r1.returncode == 0, at_r1
+        assert "waiting up to" in at_r1.stderr
+        assert "another migrator brought the database to r1: nothing to do" in at_r1.stderr
+
+        pending = run(
+            ["uv", "run", "alembic", "upgrade", "head"],
+            project.path,
+            project.env(MIGRATION_LOCK_WAIT="1"),
+            check=False,
+        )
+        assert pending.returncode != 0, pending  # r2 is left to do: it waited, then gave up
+        assert "still holds the lock" in pending.stderr and "Traceback" not in pending.stderr
+        assert project.rows("SELECT version_num FROM alembic_version") == [["r1"]]
+    finally:
+        holder.communicate("", timeout=30)
+    assert holder.returncode == 0
+    assert project.alembic("upgrade", "head").returncode == 0
+    assert project.rows("SELECT version_num FROM alembic_version") == [["r2"]]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("database", ["postgresql", "mysql", "sqlite"])
 def test_check_migrations_exit_codes(project_for: Callable[..., Project], database: str) -> None:

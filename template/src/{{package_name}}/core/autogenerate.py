@@ -6,14 +6,27 @@ from typing import Any
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import ops
 from alembic.runtime.migration import MigrationContext
+from sqlmodel.sql.sqltypes import AutoString
 
 from ..models.base import UTCDateTime
+from .config import DATABASE
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
-    """Write the project's column types as plain SQLAlchemy, so revisions never import app code."""
-    if type_ == "type" and isinstance(obj, UTCDateTime):
+    """Write column types as plain SQLAlchemy, so that revisions import neither the app nor
+    SQLModel: a revision keeps working whatever later happens to either, and `alembic upgrade`
+    starts faster (migrations/env.py loads the models only for autogenerate and check)."""
+    if type_ != "type":
+        return False
+    if isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if isinstance(obj, AutoString):  # SQLModel's `str`; without a length, VARCHAR(255) on MySQL
+        length = obj.impl.length
+        if length is None and DATABASE == "mysql":
+            length = AutoString.mysql_default_length
+        return "sa.String()" if length is None else f"sa.String(length={length})"
+    if type(obj).__module__.startswith("sqlmodel."):  # another SQLModel type: import it
+        autogen_context.imports.add("import sqlmodel")
     return False
 
 
