@@ -8,9 +8,11 @@ indexes, foreign keys, in turn) and matching models. Then, on the same server:
 - suite: `uv run pytest -m migrations` (every migration test, pytest start-up included).
 
 The goal (issue 3): the suite grows linearly with N and, at N = 200 on PostgreSQL, takes at
-most 2x the raw cycle. Usage:
+most 2x the raw cycle. The table also gives what each revision added since the previous
+size costs, in milliseconds: constant when the growth is linear. Usage:
 
-    uv run python benchmarks/bench_migration_suite.py [--database postgresql] [--sizes 10 50 200]
+    uv run python benchmarks/bench_migration_suite.py [--database postgresql]
+        [--sizes 10 50 200 400] [--repeat 3]
 """
 
 import argparse
@@ -184,7 +186,7 @@ def suite(project: Path, server: str | None) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", choices=sorted(SERVERS), default="postgresql")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 200, 400])
     parser.add_argument("--repeat", type=int, default=3)
     options = parser.parse_args()
     server = SERVERS[options.database]
@@ -200,10 +202,20 @@ def main() -> None:
             print(f"N={size}: raw {raw:.2f}s, suite {full:.2f}s", file=sys.stderr)
             shutil.rmtree(project)
     print(f"\n{options.database}, median of {options.repeat} runs\n")
-    print("| revisions N | raw upgrade+downgrade (s) | migration suite (s) | suite / raw |")
-    print("| ---: | ---: | ---: | ---: |")
+    print(
+        "| revisions N | raw upgrade+downgrade (s) | migration suite (s) | suite / raw "
+        "| raw, per added revision (ms) | suite, per added revision (ms) |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    previous = None
     for size, raw, full, ratio in rows:
-        print(f"| {size} | {raw:.2f} | {full:.2f} | {ratio:.2f}x |")
+        added = ["", ""]
+        if previous is not None and size > previous[0]:
+            count = size - previous[0]
+            added = [f"{(raw - previous[1]) / count * 1000:.1f}"]
+            added.append(f"{(full - previous[2]) / count * 1000:.1f}")
+        print(f"| {size} | {raw:.2f} | {full:.2f} | {ratio:.2f}x | {added[0]} | {added[1]} |")
+        previous = (size, raw, full)
 
 
 if __name__ == "__main__":
