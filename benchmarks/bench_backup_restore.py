@@ -18,31 +18,14 @@ import os
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-REPO = Path(__file__).resolve().parents[1]
-SERVER = os.environ.get(
-    "TEMPLATE_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+from common import REPO, SERVERS, fail, run, user_env
 
-
-def fail(message: str) -> None:
-    sys.exit(f"bench_backup_restore: {message}")
-
-
-def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
-    start = time.perf_counter()
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
-        fail(f"`{' '.join(args)}` exited {done.returncode} in {cwd}:\n{tail}")
-    return elapsed, done.stdout
+SERVER = SERVERS["postgresql"]
 
 
 def main() -> None:
@@ -54,9 +37,7 @@ def main() -> None:
         if shutil.which(tool) is None:
             fail(f"{tool} is not on PATH")
 
-    # As users run it: Python caches compiled modules unless told not to.
-    dropped = ("VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")
-    base_env = {k: v for k, v in os.environ.items() if k not in dropped}
+    base_env = user_env()
     name = f"bench_backup_{secrets.token_hex(4)}"
     parts = urlsplit(SERVER)
     url = urlunsplit(parts._replace(path=f"/{name}"))

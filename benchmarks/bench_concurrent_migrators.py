@@ -28,14 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SERVERS = {
-    "postgresql": os.environ.get(
-        "TEMPLATE_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-    ),
-    "mysql": os.environ.get("TEMPLATE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/"),
-    "sqlite": None,
-}
+from common import REPO, SERVERS, fail, run, user_env
+
 MIGRATORS = 8
 SQL = """
 import json, sys
@@ -49,35 +43,16 @@ with engine.connect() as connection:
 """
 
 
-def fail(message: str) -> None:
-    sys.exit(f"bench_concurrent_migrators: {message}")
-
-
-# As users run it: Python caches compiled modules unless told not to.
-DROPPED = ("VIRTUAL_ENV", "TEST_DATABASE_URL", "PYTHONDONTWRITEBYTECODE")
-
-
 def env_for(url: str | None = None, server: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in DROPPED}
-    if url:
-        env["DATABASE_URL"] = url
-    if server:
-        env["TEST_DATABASE_URL"] = server
-    return env
-
-
-def check(args: list[str], cwd: Path, env: dict[str, str]) -> None:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
-        fail(f"`{' '.join(args[:4])}` exited {done.returncode}:\n{tail}")
+    extra = {"DATABASE_URL": url, "TEST_DATABASE_URL": server}
+    return user_env(**{name: value for name, value in extra.items() if value})
 
 
 def build(database: str, root: Path, revisions: int, work: float) -> Path:
     project = root / "bench"
     args = [sys.executable, "-m", "copier", "copy", "--trust", "--defaults", "--vcs-ref=HEAD"]
     args += ["-d", "project_name=Bench", "-d", f"database={database}"]
-    check([*args, str(REPO), str(project)], root, env_for(server=SERVERS[database]))
+    run([*args, str(REPO), str(project)], root, env_for(server=SERVERS[database]))
     versions = project / "migrations" / "versions"
     (initial,) = versions.glob("*.py")
     down = initial.read_text().split('revision: str = "', 1)[1].split('"', 1)[0]
@@ -103,7 +78,7 @@ def fresh_database(project: Path, database: str, root: Path) -> str:
         return f"sqlite:///{root / name}.db"
     quote = '"' if database == "postgresql" else "`"
     statements = json.dumps([f"CREATE DATABASE {quote}{name}{quote}"])
-    check([".venv/bin/python", "-c", SQL, server, statements], project, env_for())
+    run([".venv/bin/python", "-c", SQL, server, statements], project, env_for())
     return server.rsplit("/", 1)[0] + f"/{name}" if database == "postgresql" else server + name
 
 
@@ -117,7 +92,7 @@ def drop_database(project: Path, database: str, url: str) -> None:
         if database == "postgresql"
         else f"DROP DATABASE IF EXISTS `{name}`"
     )
-    check([".venv/bin/python", "-c", SQL, server, json.dumps([drop])], project, env_for())
+    run([".venv/bin/python", "-c", SQL, server, json.dumps([drop])], project, env_for())
 
 
 def migrate(project: Path, url: str, count: int) -> tuple[float, int]:
@@ -160,9 +135,8 @@ def main() -> None:
                 try:
                     elapsed, waiting = migrate(project, url, count)
                     if count == 1:
-                        start = time.perf_counter()
-                        check([".venv/bin/alembic", "current"], project, env_for(url))
-                        startups.append(time.perf_counter() - start)
+                        current = [".venv/bin/alembic", "current"]
+                        startups.append(run(current, project, env_for(url))[0])
                     else:
                         waited.append(waiting)
                 finally:

@@ -16,7 +16,6 @@ size costs, in milliseconds: constant when the growth is linear. Usage:
 """
 
 import argparse
-import os
 import re
 import secrets
 import shutil
@@ -24,31 +23,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SERVERS = {
-    "postgresql": os.environ.get(
-        "TEMPLATE_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-    ),
-    "mysql": os.environ.get("TEMPLATE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/"),
-    "sqlite": None,
-}
-
-
-def fail(message: str) -> None:
-    sys.exit(f"bench_migration_suite: {message}")
-
-
-def run(args: list[str], cwd: Path, env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
-        fail(f"`{' '.join(args)}` exited {done.returncode} in {cwd}:\n{tail}")
-    return elapsed
+from common import REPO, SERVERS, run, user_env
 
 
 def revision_source(index: int, down: str | None) -> tuple[str, str]:
@@ -130,15 +107,8 @@ def build(database: str, size: int, root: Path, server: str | None) -> Path:
     return project
 
 
-# Python caches compiled modules unless told not to; measure as users run it, with the cache.
-DROPPED = ("VIRTUAL_ENV", "TEST_DATABASE_URL", "PYTHONDONTWRITEBYTECODE")
-
-
 def project_env(server: str | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in DROPPED}
-    if server:
-        env["TEST_DATABASE_URL"] = server
-    return {**env, **extra}
+    return user_env(**({"TEST_DATABASE_URL": server} if server else {}), **extra)
 
 
 def scratch_url(
@@ -170,8 +140,8 @@ def raw_cycle(project: Path, database: str, server: str | None) -> float:
         admin(database, create)
         try:
             env = project_env(server, DATABASE_URL=url)
-            up = run(["uv", "run", "alembic", "upgrade", "head"], project, env)
-            down = run(["uv", "run", "alembic", "downgrade", "base"], project, env)
+            up, _ = run(["uv", "run", "alembic", "upgrade", "head"], project, env)
+            down, _ = run(["uv", "run", "alembic", "downgrade", "base"], project, env)
         finally:
             admin(database, drop)
     return up + down
@@ -180,7 +150,7 @@ def raw_cycle(project: Path, database: str, server: str | None) -> float:
 def suite(project: Path, server: str | None) -> float:
     env = project_env(server, CI="true")
     args = ["uv", "run", "pytest", "-q", "-p", "no:cacheprovider", "-m", "migrations"]
-    return run(args, project, env)
+    return run(args, project, env)[0]
 
 
 def main() -> None:
