@@ -236,6 +236,16 @@ class TestMistakesAreCaught:
         clean.add_revision("aac888", upgrade)
         expect_failure(clean, WALK, r"downgrade of revision aac888 .*left behind: .*posts\.summary")
 
+    def test_downgrade_that_leaves_a_constraint_behind(self, clean: Project) -> None:
+        upgrade = (  # batch mode, so that SQLite can add it too (by copying the table)
+            'with op.batch_alter_table("posts") as batch_op:\n'
+            '    batch_op.create_unique_constraint("uq_posts_title", ["title"])'
+        )
+        clean.add_revision("aac999", upgrade)
+        # SQLite reports a table's unique constraint by origin ("u"), not by name
+        left = r"uq_posts_title" if clean.database != "sqlite" else r"index posts\.u unique=1 title"
+        expect_failure(clean, WALK, rf"downgrade of revision aac999 .*left behind: .*{left}")
+
     @POSTGRESQL_ONLY  # enum types are objects of their own on PostgreSQL only
     def test_downgrade_that_leaves_an_enum_type_behind(self, clean: Project) -> None:
         mood = 'sa.Column("mood", sa.Enum("happy", "sad", name="mood"))'

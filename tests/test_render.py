@@ -3,6 +3,7 @@
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -99,3 +100,54 @@ def test_no_database_url_or_secret_in_tracked_configuration(rendered: dict[str, 
         assert not (project / ".env").exists(), ".env is written by the hook, never rendered"
         ignored = (project / ".gitignore").read_text().splitlines()
         assert ".env" in ignored and "!.env.example" in ignored
+
+
+SERVICE_IMAGES = {"postgresql": "postgres:", "mysql": "mariadb:"}
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql", "mysql"])
+def test_ci_workflow_runs_the_suite_against_the_projects_database(
+    tmp_path: Path, database: str
+) -> None:
+    """The generated CI runs `uv run pytest` (the migration suite with the rest) with a
+    service container of the project's own database, which TEST_DATABASE_URL names."""
+    project = render(tmp_path / "project", database=database, github_actions=True)
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
+    job = workflow["jobs"]["test"]
+    assert "uv run pytest" in [step.get("run") for step in job["steps"]]
+    if database == "sqlite":
+        assert "services" not in job and "TEST_DATABASE_URL" not in job.get("env", {})
+        return
+    (service,) = job["services"].values()
+    assert service["image"].startswith(SERVICE_IMAGES[database]), service
+    url = urlsplit(job["env"]["TEST_DATABASE_URL"])
+    assert url.scheme == database and url.hostname == "127.0.0.1"
+    assert f"{url.port}:{url.port}" in service["ports"], service
+    assert url.password in service["env"].values(), (url, service)
+
+
+DUMP_CLIENTS = {"postgresql": "postgresql-client", "mysql": "mariadb-client"}
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql", "mysql"])
+def test_compose_migrates_once_before_the_app_starts(tmp_path: Path, database: str) -> None:
+    """compose.yaml: a one-shot `migrate` service runs the deploy script on the app's
+    database (after the database is healthy), and the app starts only once it succeeded.
+    The image carries the dump tools the deploy script's backup needs. (No Docker engine
+    here: the same commands run directly in test_deploy.py and test_backup_restore.py.)"""
+    project = render(tmp_path / "project", database=database)
+    services = yaml.safe_load((project / "compose.yaml").read_text())["services"]
+    migrate, app = services["migrate"], services["app"]
+    assert migrate["command"][-1] == "scripts/deploy_migrations.py"
+    assert migrate["restart"] == "no"
+    assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert migrate["environment"]["DATABASE_URL"] == app["environment"]["DATABASE_URL"]
+    dockerfile = (project / "Dockerfile").read_text()
+    if database == "sqlite":
+        assert "db" not in services and migrate["volumes"][-1] == app["volumes"][0]
+        assert "-client" not in dockerfile
+    else:
+        assert migrate["depends_on"]["db"]["condition"] == "service_healthy"
+        url = re.sub(r"\$\{DB_PASSWORD:[^}]*\}", "secret", migrate["environment"]["DATABASE_URL"])
+        assert urlsplit(url).hostname == "db" and urlsplit(url).password == "secret", url
+        assert DUMP_CLIENTS[database] in dockerfile
