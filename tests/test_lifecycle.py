@@ -104,8 +104,8 @@ def append(path: Path, text: str) -> None:
 def build_releases(root: Path) -> Path:
     """A git repository with the template at `v1.0.0` (the working tree) and `v2.0.0`."""
     template = root / "template-repository"
-    listed = git(REPO, "ls-files", "-z", "-co", "--exclude-standard", "copier.yml", "hooks")
-    listed += git(REPO, "ls-files", "-z", "-co", "--exclude-standard", "template")
+    parts = ("copier.yml", "hooks", "includes", "template")
+    listed = git(REPO, "ls-files", "-z", "-co", "--exclude-standard", *parts)
     for relative in filter(None, listed.split("\0")):
         if (REPO / relative).is_file():  # tracked files deleted in the working tree are listed
             (template / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -139,9 +139,20 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # ---------------------------------------------------------------- projects
-def copy(template: Path, ref: str | None, project: Path, hook: bool = True) -> str:
+# The oldest Copier that copier.yml allows, and the release before it.
+MIN_COPIER = yaml.safe_load((REPO / "copier.yml").read_text())["_min_copier_version"]
+COPIER = {
+    "installed": ["copier"],
+    "minimum": ["uvx", "--quiet", "--from", f"copier=={MIN_COPIER}", "copier"],
+    "older": ["uvx", "--quiet", "--from", f"copier<{MIN_COPIER}", "copier"],
+}
+
+
+def copy(
+    template: Path, ref: str | None, project: Path, hook: bool = True, copier: str = "installed"
+) -> str:
     """`copier copy` as a user runs it; without the hook, commit as the hook would."""
-    args = ["copier", "copy", "--trust", "--defaults", "-d", "project_name=Demo Service"]
+    args = [*COPIER[copier], "copy", "--trust", "--defaults", "-d", "project_name=Demo Service"]
     args += [f"--vcs-ref={ref}"] if ref else []
     args += [] if hook else ["--skip-tasks"]
     done = run([*args, str(template), str(project)], project.parent, project_env(**GIT_IDENTITY))
@@ -153,8 +164,9 @@ def copy(template: Path, ref: str | None, project: Path, hook: bool = True) -> s
     return done.stdout
 
 
-def update(project: Path, ref: str | None) -> str:
-    args = ["copier", "update", "--trust", "--defaults"] + ([f"--vcs-ref={ref}"] if ref else [])
+def update(project: Path, ref: str | None, copier: str = "installed") -> str:
+    args = [*COPIER[copier], "update", "--trust", "--defaults"]
+    args += [f"--vcs-ref={ref}"] if ref else []
     done = run(args, project, project_env(**GIT_IDENTITY))
     return done.stdout + done.stderr
 
@@ -296,9 +308,15 @@ def remove_the_posts_api(project: Path) -> str:
 
 # ---------------------------------------------------------------- the tests
 @pytest.mark.slow
-def test_update_keeps_the_users_work_and_brings_the_release(releases: Path, tmp_path: Path):
+@pytest.mark.parametrize("copier", ["installed", "minimum"])
+def test_update_keeps_the_users_work_and_brings_the_release(
+    releases: Path, tmp_path: Path, copier: str
+) -> None:
+    """With the Copier a user has, and with the oldest one `_min_copier_version` allows:
+    the hook runs on copy, and the update brings the release but leaves what the project
+    owns (`_exclude` on update needs `_copier_operation`, Copier 9.6)."""
     project = tmp_path / "service"
-    copy(releases, "v1.0.0", project)
+    copy(releases, "v1.0.0", project, copier=copier)
     assert answers(project)["_commit"] == "v1.0.0"
     revision = add_a_model_with_its_revision(project)
     edit_readme_and_a_setting(project)
@@ -308,7 +326,7 @@ def test_update_keeps_the_users_work_and_brings_the_release(releases: Path, tmp_
     env_mtime = (project / ".env").stat().st_mtime_ns
     user_model = (project / "src" / PACKAGE / "models" / "user.py").read_bytes()
 
-    output = update(project, "v2.0.0")
+    output = update(project, "v2.0.0", copier=copier)
 
     # The update changed only what the release changed, and merged everything cleanly.
     assert leftovers(project) == []
@@ -343,6 +361,38 @@ def test_update_keeps_the_users_work_and_brings_the_release(releases: Path, tmp_
     assert (project / "migrations" / "versions" / ".gitkeep").exists()
 
     run_suite(project)
+
+
+@pytest.mark.slow
+def test_copier_older_than_the_minimum_refuses_rather_than_merge_owned_files(
+    releases: Path, tmp_path: Path
+) -> None:
+    """The Copier release before `_min_copier_version` stops with Copier's own message. The
+    same Copier without the version floor would update a project and merge the files the
+    project owns: it does not evaluate `_exclude` with `_copier_operation`."""
+    done = run(
+        [*COPIER["older"], "copy", "--trust", "--defaults", "-d", "project_name=Demo Service"]
+        + ["--vcs-ref=v1.0.0", str(releases), str(tmp_path / "refused")],
+        tmp_path,
+        check=False,
+    )
+    assert f"This template requires Copier version >= {MIN_COPIER}" in done.stderr, done.stderr
+    assert not (tmp_path / "refused" / "pyproject.toml").exists()
+
+    floorless = tmp_path / "floorless"
+    git(tmp_path, "clone", "--quiet", str(releases), str(floorless))
+    floor = f'_min_copier_version: "{MIN_COPIER}"\n'
+    for tag in ("v1.0.0", "v2.0.0"):
+        git(floorless, "checkout", "--quiet", tag)
+        config = (floorless / "copier.yml").read_text()
+        assert floor in config
+        (floorless / "copier.yml").write_text(config.replace(floor, ""))
+        commit(floorless, f"{tag} without a version floor")
+        git(floorless, "tag", "--force", tag)
+    project = tmp_path / "service"
+    copy(floorless, "v1.0.0", project, hook=False, copier="older")
+    update(project, "v2.0.0", copier="older")
+    assert changes(project)[f"src/{PACKAGE}/models/user.py"] == "M", "the floor is too high"
 
 
 @pytest.mark.slow

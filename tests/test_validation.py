@@ -21,6 +21,17 @@ CASES = [
     ({"package_name": "json"}, 'package_name "json" would shadow the module'),
     ({"author_email": "not-an-address"}, 'author_email "not-an-address" is not an e-mail'),
     ({"author_email": "a@b"}, 'author_email "a@b" is not an e-mail'),
+    ({"project_name": "x" * 41}, "project_name is 41 characters long: use at most 40"),
+    ({"project_name": "Two\nlines"}, "project_name must be one line of printable characters"),
+    ({"project_name": "{{ name }}"}, "project_name must not contain template syntax"),
+    ({"project_name": "日本語"}, "project_slug is required: the project name has no Latin"),
+    ({"package_name": "p" * 33}, "package_name is 33 characters long: use at most 32"),
+    ({"description": "d" * 201}, "description is 201 characters long: use at most 200"),
+    ({"description": "First\nSecond"}, "description must be one line of printable characters"),
+    ({"description": "tab\there"}, "description must be one line of printable characters"),
+    ({"author_name": " "}, "author_name is required"),
+    ({"author_name": "Doe, Jane"}, 'author_name must not contain ",", "<", ">" or "@"'),
+    ({"author_email": "a{b}@example.com"}, "is not an e-mail address"),
     ({"database": "oracle"}, "'oracle' is not in ['sqlite', 'postgresql', 'mysql']"),
     ({"python_version": "3.10"}, "'3.10' is not in ['3.11', '3.12', '3.13']"),
 ]
@@ -42,4 +53,5 @@ def test_invalid_answer_is_refused(tmp_path: Path, answers: dict, message: str) 
     assert done.returncode != 0
     last_line = done.stderr.strip().splitlines()[-1]
     assert message in last_line, done.stderr
+    assert last_line.startswith("ValueError: "), last_line
     assert not (tmp_path / "out" / "pyproject.toml").exists()
