@@ -25,7 +25,7 @@ from copier import run_copy
 from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, project_env
+from conftest import ANSWERS, REPO, project_env
 
 EXAMPLES = int(os.environ.get("TEMPLATE_ANSWER_EXAMPLES", "12"))
 LEFTOVER = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
@@ -176,18 +176,7 @@ answers = st.fixed_dictionaries(
 
 def given_answers(**overrides: object) -> dict:
     """A complete, valid set of answers for an explicit example."""
-    return {
-        "project_name": "Shop",
-        "description": "A FastAPI + SQLModel service",
-        "author_name": "Your Name",
-        "author_email": "you@example.com",
-        "python_version": "3.11",
-        "database": "sqlite",
-        "async_mode": False,
-        "example_models": True,
-        "github_actions": True,
-        **overrides,
-    }
+    return {**ANSWERS, "project_name": "Shop", **overrides}
 
 
 # ---------------------------------------------------------------- where projects import

@@ -15,9 +15,9 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
-from test_generated_projects import generate
 
 from conftest import SERVERS, project_env, run
+from test_generated_projects import generate
 
 # Run inside the project (its settings, its driver, sync or async): fill, destroy, checksums.
 HELPER = """

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_generated_projects import generate
 
 from conftest import project_env, run
+from test_generated_projects import generate
 
 PACKAGE = "demo_service"
 # Runs SQL in the project's own environment (its driver, sync or async), one JSON row list

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, project_env, render, run
+from conftest import REPO, answer_args, project_env, render, run
 
 MATRIX = [(d, a) for d in ("sqlite", "postgresql", "mysql") for a in (False, True)]
 # Each combination gets other answer values: short and long names, unicode, quotes.
@@ -41,14 +41,7 @@ def generate(
     env = project_env(**({"TEST_DATABASE_URL": test_server} if test_server else {}))
     project = tmp_path / f"{database}-{'async' if async_mode else 'sync'}"
     args = ["copier", "copy", "--trust", "--defaults", "--vcs-ref=HEAD"]
-    answers = {
-        "project_name": "Demo Service",
-        "database": database,
-        "async_mode": str(async_mode).lower(),
-        **answers,
-    }
-    for key, value in answers.items():
-        args += ["-d", f"{key}={value}"]
+    args += answer_args(database=database, async_mode=async_mode, **answers)
     done = run([*args, str(REPO), str(project)], cwd=tmp_path, env=env)
     assert "bootstrap: wrote the initial revision" in done.stdout
     return project
@@ -254,9 +247,9 @@ def test_hook_without_uv_says_what_to_do(tmp_path: Path) -> None:
 # The message after `copier copy`, followed as written: each server project with a package
 # name of its own, so that the role and database it creates are this test's to drop.
 FOLLOWED = {
-    "sqlite": {"example_models": "false"},
+    "sqlite": {"example_models": False},
     "postgresql": {"project_name": 'Café "Ops"', "description": "Le café's API"},
-    "mysql": {"project_name": "Shop", "async_mode": "true"},
+    "mysql": {"project_name": "Shop", "async_mode": True},
 }
 DROP = {
     "postgresql": 'psql -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS {0} WITH (FORCE)" '
@@ -275,9 +268,9 @@ def test_the_message_after_copy_gets_the_project_running(
     for a server the database and its user, `alembic upgrade head`, `pytest`."""
     server_url(database)  # fails under CI when the server does not answer
     package = f"msg_{os.urandom(4).hex()}"
-    answers = {"database": database, "package_name": package, **FOLLOWED[database]}
-    args = ["copier", "copy", "--trust", "--defaults", "--vcs-ref=HEAD", "-d", "project_name=Msg"]
-    args += [arg for key, value in answers.items() for arg in ("-d", f"{key}={value}")]
+    answers = {"project_name": "Msg", "database": database, "package_name": package}
+    args = ["copier", "copy", "--trust", "--defaults", "--vcs-ref=HEAD"]
+    args += answer_args(**{**answers, **FOLLOWED[database]})
     destination = "my services/new one"  # a relative path with spaces, as users type them
     (tmp_path / "my services").mkdir()
     done = run([*args, str(REPO), destination], tmp_path)

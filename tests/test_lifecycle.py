@@ -11,16 +11,28 @@ CI workflow improve, the extra script is renamed (with a `_migrations` entry tha
 import re
 import shutil
 import subprocess
-import warnings
 from datetime import date
 from pathlib import Path
 
 import pytest
 import yaml
 from copier import run_copy
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
-from conftest import REPO, project_env, run
+from conftest import ANSWERS, REPO, answer_args, project_env, run
+from docs_runner import Reader
+from releases import (
+    CHANGELOG_VERSION,
+    GIT_IDENTITY,
+    changelog_releases,
+    clone_as_next_release,
+    git,
+    next_version,
+    release,
+    release_tags,
+    tagged_commit,
+    template_with_releases,
+)
 
 PACKAGE = "demo_service"
 # What `copier update` must never render (copier.yml `_exclude` on update).
@@ -34,12 +46,6 @@ USER_OWNED = (
     "tests/test_data_migration_example.py",
     "migrations/versions/",
 )
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "Template Tests",
-    "GIT_AUTHOR_EMAIL": "tests@example.com",
-    "GIT_COMMITTER_NAME": "Template Tests",
-    "GIT_COMMITTER_EMAIL": "tests@example.com",
-}
 
 # ---------------------------------------------------------------- the throwaway releases
 ENV_PY = "template/migrations/env.py.jinja"
@@ -91,10 +97,6 @@ _migrations:
               "--answers-file={{ _copier_conf.answers_file }}",
               scripts/show_head.py, scripts/print_head.py]
 """
-
-
-def git(repo: Path, *args: str) -> str:
-    return run(["git", *args], repo, project_env(**GIT_IDENTITY)).stdout
 
 
 def append(path: Path, text: str) -> None:
@@ -152,7 +154,7 @@ def copy(
     template: Path, ref: str | None, project: Path, hook: bool = True, copier: str = "installed"
 ) -> str:
     """`copier copy` as a user runs it; without the hook, commit as the hook would."""
-    args = [*COPIER[copier], "copy", "--trust", "--defaults", "-d", "project_name=Demo Service"]
+    args = [*COPIER[copier], "copy", "--trust", "--defaults", *answer_args()]
     args += [f"--vcs-ref={ref}"] if ref else []
     args += [] if hook else ["--skip-tasks"]
     done = run([*args, str(template), str(project)], project.parent, project_env(**GIT_IDENTITY))
@@ -176,7 +178,7 @@ def render(template: Path, ref: str | None, into: Path) -> Path:
     run_copy(
         str(template),
         into,
-        data={"project_name": "Demo Service"},
+        data=ANSWERS,
         vcs_ref=ref,
         defaults=True,
         skip_tasks=True,
@@ -371,7 +373,7 @@ def test_copier_older_than_the_minimum_refuses_rather_than_merge_owned_files(
     same Copier without the version floor would update a project and merge the files the
     project owns: it does not evaluate `_exclude` with `_copier_operation`."""
     done = run(
-        [*COPIER["older"], "copy", "--trust", "--defaults", "-d", "project_name=Demo Service"]
+        [*COPIER["older"], "copy", "--trust", "--defaults", *answer_args()]
         + ["--vcs-ref=v1.0.0", str(releases), str(tmp_path / "refused")],
         tmp_path,
         check=False,
@@ -481,162 +483,187 @@ def test_recopy_renders_everything_again_but_runs_no_hook(releases: Path, tmp_pa
     assert answers(project)["_commit"] == "v2.0.0"
 
 
+# ---------------------------------------------------------------- an organisation's fork
+FORK_PAGE = REPO / "docs" / "how-to" / "fork.md"
+UPSTREAM_URL = "https://github.com/copier-fastapi-sqlmodel/copier-fastapi-sqlmodel.git"
+FORK_URL = "git@git.acme.example:platform/acme-template.git"
 FORK_QUESTION = """team:
   type: str
   help: Team that owns the service (CODEOWNERS)
   default: platform
 
 """
+OPTIONS = "# ---------------------------------------------------------------- options"
+
+
+def change_what_the_fork_needs(fork: Path) -> None:
+    """Step 2 of the page, as its examples show: defaults, a question, a file."""
+    config = (fork / "copier.yml").read_text()
+    for old, new in (
+        ('  default: "Your Name"', '  default: "Acme Platform Team"'),
+        ('  default: "you@example.com"', '  default: "platform@acme.example"'),
+        (
+            "  help: Database the service runs on\n  default: sqlite",
+            "  help: Database the service runs on\n  default: postgresql",
+        ),
+        (OPTIONS, FORK_QUESTION + OPTIONS),
+    ):
+        assert old in config, "copier.yml changed: update this test's fork"
+        config = config.replace(old, new, 1)
+    (fork / "copier.yml").write_text(config)
+    (fork / "template" / "CODEOWNERS.jinja").write_text("* @acme/{{ team }}\n")
+    (fork / "CHANGELOG-acme.md").write_text("# Acme template\n\n- Acme defaults, CODEOWNERS\n")
+
+
+def upstream_releases(upstream: Path, version: Version) -> None:
+    """Upstream's next release changes the line next to the fork's default (a conflict in
+    the fork's merge) and improves env.py (which projects must get)."""
+    config = upstream / "copier.yml"
+    old = "  help: Author or team name (pyproject.toml)\n"
+    assert old in config.read_text()
+    config.write_text(
+        config.read_text().replace(old, "  help: Author or team, as in pyproject.toml\n")
+    )
+    append(upstream / ENV_PY, ENV_PY_V2)
+    git(upstream, "commit", "--quiet", "--all", "--message", "Clearer help, a better env.py")
+    release(upstream, version)
+
+
+def resolve_the_conflict(fork: Path) -> None:
+    """What the reader does in an editor: the fork's default, upstream's help."""
+    config = (fork / "copier.yml").read_text()
+    conflict = re.search(r"<<<<<<< HEAD\n(.*?)=======\n(.*?)>>>>>>> upstream/main\n", config, re.S)
+    assert conflict, config
+    ours, theirs = conflict.group(1), conflict.group(2)
+    assert '"Acme Platform Team"' in ours and "Author or team, as in pyproject.toml" in theirs
+    resolved = theirs.replace('default: "Your Name"', 'default: "Acme Platform Team"')
+    (fork / "copier.yml").write_text(config.replace(conflict.group(0), resolved))
 
 
 @pytest.mark.slow
-def test_a_fork_renders_its_own_release_and_updates_from_its_next_tag(
-    releases: Path, tmp_path: Path
-) -> None:
-    # The organisation forked the template when upstream's latest release was 1.0.0.
-    fork = tmp_path / "acme-template"
-    git(tmp_path, "clone", "--quiet", str(releases), str(fork))
-    git(fork, "reset", "--quiet", "--hard", "v1.0.0")
-    git(fork, "tag", "--delete", "v2.0.0")
-    config = (fork / "copier.yml").read_text()
-    options = "# ---------------------------------------------------------------- options"
-    for old, new in (
-        ('default: "Your Name"', 'default: "Acme Platform Team"'),
-        ('default: "you@example.com"', 'default: "platform@acme.example"'),
-        (options, FORK_QUESTION + options),
-    ):
-        assert old in config, "copier.yml changed: update this test's fork"
-        config = config.replace(old, new)
-    (fork / "copier.yml").write_text(config)
-    (fork / "template" / "CODEOWNERS.jinja").write_text("* @acme/{{ team }}\n")
-    commit(fork, "Acme defaults, a team question, CODEOWNERS")
-
-    # Until the fork tags its own release, Copier renders upstream's latest tag.
-    untagged = render(fork, None, tmp_path / "untagged")
-    assert answers(untagged)["_commit"] == "v1.0.0"
-    assert not (untagged / "CODEOWNERS").exists()
-    assert "Your Name" in (untagged / "pyproject.toml").read_text()
-
-    git(fork, "tag", "v1.0.0.1")  # upstream 1.0.0, the fork's first release on it
-    project = tmp_path / "service"
-    copy(fork, None, project, hook=False)
-    assert answers(project)["_commit"] == "v1.0.0.1"
-    assert (project / "CODEOWNERS").read_text() == "* @acme/platform\n"
-    assert (
-        'name = "Acme Platform Team", email = "platform@acme.example"'
-        in (project / "pyproject.toml").read_text()
+def test_the_fork_how_to_works_as_written(tmp_path: Path) -> None:
+    """docs/how-to/fork.md, every command as written: clone and push with tags, the fork's
+    defaults, question and file, its tests, its tag, a service generated from it; then
+    upstream's next release merged with a conflict, the fork's next tag, and the service
+    updated to it. The template's own tests (the fast ones, here) pass in the fork."""
+    upstream = clone_as_next_release(tmp_path / "upstream")
+    forked_at = changelog_releases(upstream)[0].version
+    upstream_next = next_version(forked_at)
+    host = tmp_path / "git-host" / "acme-template.git"
+    git(tmp_path, "init", "--quiet", "--bare", str(host))
+    work = tmp_path / "work"
+    work.mkdir()
+    reader = Reader(
+        work,
+        {
+            UPSTREAM_URL: str(upstream),
+            FORK_URL: str(host),
+            "0.2.0": str(forked_at),
+            "0.3.0": str(upstream_next),
+            # The fast tests: the whole suite inside this one would take its time twice.
+            "uv run pytest": "uv run pytest -m 'not slow' -p no:cacheprovider -q",
+        },
+        env=project_env(**GIT_IDENTITY, TEMPLATE_ANSWER_EXAMPLES="3"),
     )
+    fork, project = work / "acme-template", work / "billing-service"
 
-    # Upstream released 2.0.0: the fork merges it without upstream's tags, adds its own
-    # change, and tags its next release.
-    git(fork, "fetch", "--quiet", "--no-tags", "origin")
-    git(fork, "merge", "--quiet", "--no-edit", "origin/main")
-    append(fork / "template" / "CODEOWNERS.jinja", "migrations/ @acme/dba\n")
-    commit(fork, "Acme: DBAs review migrations")
-    git(fork, "tag", "v2.0.0.1")
+    reader.run(FORK_PAGE, until="changes")
+    assert tagged_commit(host, f"v{forked_at}"), "upstream's tags were pushed with the fork"
+    change_what_the_fork_needs(fork)
+    reader.run(FORK_PAGE, until="upstream-release")
 
-    check = run(["copier", "check-update"], project, project_env(**GIT_IDENTITY))
-    assert "Current version is 1.0.0.1, latest version is 2.0.0.1." in check.stdout + check.stderr
-    output = update(project, None)  # no --vcs-ref: the fork's latest release
+    assert answers(project)["_commit"] == f"v{forked_at}.1"
+    assert answers(project)["_src_path"] == str(host)
+    assert answers(project)["database"] == "postgresql"
+    assert (project / "CODEOWNERS").read_text() == "* @acme/platform\n"
+    pyproject = (project / "pyproject.toml").read_text()
+    assert 'name = "Acme Platform Team", email = "platform@acme.example"' in pyproject
 
-    assert answers(project)["_commit"] == "v2.0.0.1", output
+    upstream_releases(upstream, upstream_next)
+    reader.run(FORK_PAGE, until="conflict")
+    assert "CONFLICT (content): Merge conflict in copier.yml" in reader.output + reader.errors
+    resolve_the_conflict(fork)
+    reader.run(FORK_PAGE)
+
+    checked = reader.output + reader.errors
+    assert f"Current version is {forked_at}.1, latest version is {upstream_next}.1." in checked
+    assert answers(project)["_commit"] == f"v{upstream_next}.1"
     assert answers(project)["team"] == "platform"
-    assert (project / "CODEOWNERS").read_text() == "* @acme/platform\nmigrations/ @acme/dba\n"
+    assert (project / "CODEOWNERS").read_text() == "* @acme/platform\n"
     assert (project / "migrations" / "env.py").read_text().endswith(ENV_PY_V2)
-    assert (project / "scripts" / "print_head.py").read_text() == PRINT_HEAD_V2
-    assert "Acme Platform Team" in (project / "pyproject.toml").read_text()
     assert leftovers(project) == []
-    assert set(changes(project)) == {
-        ".copier-answers.yml",
-        ".github/workflows/ci.yml",
-        "CODEOWNERS",
-        "README.md",
-        "alembic.ini",
-        "migrations/env.py",
-        "scripts/show_head.py",
-        "scripts/print_head.py",
-    }
+    assert not tagged_commit(fork, f"v{upstream_next}"), "upstream's new tag must stay out"
+    config = (fork / "copier.yml").read_text()
+    assert '"Acme Platform Team"' in config and "Author or team, as in pyproject.toml" in config
 
 
 # ---------------------------------------------------------------- real releases
-def release_tags() -> list[str]:
-    """This repository's release tags, newest first: the tags Copier takes for releases
-    (PEP 440 versions, no pre-releases)."""
-    tags = subprocess.run(
-        ["git", "tag", "--list"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split()
-    releases = []
-    for tag in tags:
-        try:
-            version = Version(tag)
-        except InvalidVersion:
-            continue
-        if not version.is_prerelease:
-            releases.append((version, tag))
-    return [tag for _, tag in sorted(releases, reverse=True)]
+def test_changelog_lists_every_release_newest_first() -> None:
+    """Keep a Changelog: `## [Unreleased]` first, then `## [X.Y.Z] - YYYY-MM-DD` sections,
+    newest first; pyproject's version is a release. Every release is real: it has a tag,
+    or a recorded commit (`Commit: <sha>` under its heading) that this clone holds, and a
+    tag and a recorded commit agree."""
+    lines = (REPO / "CHANGELOG.md").read_text().splitlines()
+    assert lines[0] == "# Changelog"
+    sections = [m for line in lines if (m := CHANGELOG_VERSION.match(line))]
+    assert sections and sections[0]["version"] == "Unreleased" and not sections[0]["date"]
+    releases = changelog_releases()
+    assert releases, "no released version"
+    for section in releases:
+        date.fromisoformat(section.date)
+    versions = [section.version for section in releases]
+    assert versions == sorted(versions, reverse=True) and len(set(versions)) == len(versions)
+    pyproject = (REPO / "pyproject.toml").read_text()
+    project_version = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE).group(1)
+    assert Version(project_version) in versions
+
+    for section in releases:
+        tagged = tagged_commit(REPO, section.tag)
+        assert tagged or section.commit, (
+            f"release {section.version} has neither a tag {section.tag} nor a recorded "
+            f"commit: tag it (docs/how-to/release.md) and add `Commit: <sha>` under its heading"
+        )
+        if tagged and section.commit:
+            assert tagged == section.commit, f"{section.tag} is {tagged}, recorded {section.commit}"
+        if not tagged:
+            found = subprocess.run(
+                ["git", "cat-file", "-e", f"{section.commit}^{{commit}}"], cwd=REPO
+            )
+            assert found.returncode == 0, f"{section.version}'s commit is not in this clone"
+    for tag in release_tags():
+        if len(Version(tag).release) > 3:  # an organisation fork's own release, v1.2.0.1:
+            continue  # its notes go in the fork's own changelog (docs/how-to/fork.md)
+        assert Version(tag) in versions, f"tag {tag} has no section in CHANGELOG.md"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("release", release_tags()[:1] or [None], ids=lambda r: r or "none-yet")
-def test_update_from_the_latest_release_to_the_working_tree(
-    tmp_path: Path, release: str | None
-) -> None:
-    """A project generated from the latest real release updates to the working tree with
-    its user's work intact. Before the first release there is nothing to update from."""
+def test_update_from_the_latest_release_to_the_working_tree(tmp_path: Path) -> None:
+    """A project generated from the latest real release (Copier's default, no --vcs-ref)
+    sees the next release with `copier check-update` once it is tagged, and updates to it
+    with its user's work intact and its suite green."""
+    (latest, *_) = changelog_releases()
+    template = template_with_releases(tmp_path)
     project = tmp_path / "service"
-    if release is None:
-        # Copier agrees that there is no release: it renders HEAD, not a tag.
-        render(REPO, None, project)
-        assert answers(project)["_commit"] not in git(REPO, "tag", "--list").split()
-        warnings.warn(
-            "no release tag yet: tag the first release (docs/how-to/release.md) and this "
-            "test updates a project from it to the working tree",
-            stacklevel=1,
-        )
-        return
-    update_from_release(REPO, release, project)
-
-
-def update_from_release(repository: Path, release: str, project: Path) -> None:
-    """Generate from `release` (Copier's default ref), make a user's edits, update to the
-    working tree: a clean merge, the edits and the revisions intact, the suite green."""
-    copy(repository, None, project)  # no --vcs-ref: Copier takes the latest release
-    assert answers(project)["_commit"] == release
+    copy(template, None, project)  # no --vcs-ref: Copier takes the latest release
+    assert answers(project)["_commit"] == latest.tag
     revision = add_a_model_with_its_revision(project)
     edit_readme_and_a_setting(project)
     commit(project, "Tags, a README of our own, longer slugs")
     before = hook_outputs(project)
 
-    update(project, "HEAD")
+    following = next_version(latest.version)
+    check = run(["copier", "check-update"], project, check=False)
+    assert "Project is up-to-date!" in check.stdout + check.stderr, check.stdout + check.stderr
+    release(template, following)
+    check = run(["copier", "check-update"], project, check=False)
+    expected = f"Current version is {latest.version}, latest version is {following}."
+    assert expected in check.stdout + check.stderr, check.stdout + check.stderr
 
+    update(project, None)  # no --vcs-ref: the latest release
+
+    assert answers(project)["_commit"] == f"v{following}"
     assert leftovers(project) == []
     assert README_EDIT in (project / "README.md").read_text()
     assert "truncate_slug_length = 60" in (project / "alembic.ini").read_text()
     assert hook_outputs(project) == before and revision.relative_to(project).as_posix() in before
-    at_release = git(repository, "describe", "--tags", "--always").strip() == release
-    clean = not git(repository, "status", "--porcelain")
-    assert (answers(project)["_commit"] == release) == (at_release and clean)
     run_suite(project)
-
-
-CHANGELOG_VERSION = re.compile(r"^## \[(?P<version>[^\]]+)\](?: - (?P<date>\d{4}-\d{2}-\d{2}))?$")
-
-
-def test_changelog_lists_every_release_newest_first() -> None:
-    """Keep a Changelog: `## [Unreleased]` first, then `## [X.Y.Z] - YYYY-MM-DD` sections,
-    newest first; every release tag has its section, and so has pyproject's version."""
-    lines = (REPO / "CHANGELOG.md").read_text().splitlines()
-    assert lines[0] == "# Changelog"
-    sections = [m for line in lines if (m := CHANGELOG_VERSION.match(line))]
-    assert sections and sections[0]["version"] == "Unreleased" and not sections[0]["date"]
-    released = sections[1:]
-    assert released, "no released version"
-    for section in released:
-        date.fromisoformat(section["date"])
-    versions = [Version(section["version"]) for section in released]
-    assert versions == sorted(versions, reverse=True) and len(set(versions)) == len(versions)
-    for tag in release_tags():
-        assert Version(tag) in versions, f"tag {tag} has no section in CHANGELOG.md"
-    pyproject = (REPO / "pyproject.toml").read_text()
-    project_version = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE).group(1)
-    assert Version(project_version) in versions

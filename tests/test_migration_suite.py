@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from test_generated_projects import MATRIX, generate
 
 from conftest import project_env, run
+from test_generated_projects import MATRIX, generate
 
 DIALECT_ONLY_SQL = {
     # Each works on another database, not on this one.

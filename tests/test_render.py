@@ -1,7 +1,9 @@
 """Render every value of every question: no template syntax left, lint-clean, right files."""
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -151,3 +153,45 @@ def test_compose_migrates_once_before_the_app_starts(tmp_path: Path, database: s
         url = re.sub(r"\$\{DB_PASSWORD:[^}]*\}", "secret", migrate["environment"]["DATABASE_URL"])
         assert urlsplit(url).hostname == "db" and urlsplit(url).password == "secret", url
         assert DUMP_CLIENTS[database] in dockerfile
+
+
+def lint(tool: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """actionlint (with shellcheck for `run:` steps) or hadolint, from the dev environment."""
+    tools = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([str(tools / tool), str(path)], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_ci_workflow_and_dockerfile_pass_their_linters(rendered: dict[str, Path], case: dict):
+    """The generated workflow passes actionlint and reads the repository only; the
+    Dockerfile passes hadolint (any finding, info included, fails)."""
+    project = rendered[case_id(case)]
+    done = lint("hadolint", project / "Dockerfile")
+    assert done.returncode == 0, done.stdout + done.stderr
+    if not case["github_actions"]:
+        return
+    workflow = project / ".github" / "workflows" / "ci.yml"
+    done = lint("actionlint", workflow)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert yaml.safe_load(workflow.read_text())["permissions"] == {"contents": "read"}
+
+
+def test_the_linters_catch_what_they_are_here_for(tmp_path: Path) -> None:
+    """The mistakes these linters exist for fail them: an action on a retired runtime, a
+    `run:` step with an unquoted expansion (shellcheck), a root-named user in the image."""
+    project = render(tmp_path / "project", database="postgresql", github_actions=True)
+    workflow = project / ".github" / "workflows" / "ci.yml"
+    text = workflow.read_text()
+    for old, new in (
+        ("actions/checkout@v6", "actions/checkout@v4"),
+        ("      - run: uv sync --locked", "      - run: cd $HOME/some dir && uv sync --locked"),
+    ):
+        assert old in text
+        workflow.write_text(text.replace(old, new))
+        assert lint("actionlint", workflow).returncode == 1, new
+    dockerfile = project / "Dockerfile"
+    text = dockerfile.read_text()
+    assert "USER 10001:10001" in text
+    dockerfile.write_text(text.replace("USER 10001:10001", "USER app"))
+    assert "DL3066" in lint("hadolint", dockerfile).stdout

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, answer_args
 
 CASES = [
     ({"project_name": "  "}, "project_name is required"),
@@ -39,8 +39,7 @@ CASES = [
 
 @pytest.mark.parametrize(("answers", "message"), CASES, ids=lambda v: str(v))
 def test_invalid_answer_is_refused(tmp_path: Path, answers: dict, message: str) -> None:
-    data = {"project_name": "Demo Service", **answers}
-    args = [arg for key, value in data.items() for arg in ("-d", f"{key}={value}")]
+    args = answer_args(**answers)
 
     done = subprocess.run(
         [sys.executable, "-m", "copier", "copy", "--defaults", "--skip-tasks", "--vcs-ref=HEAD"]
