@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from copier import run_copy
 from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import ANSWERS, REPO, project_env
+from conftest import ANSWERS, REPO, project_env, render
 
 EXAMPLES = int(os.environ.get("TEMPLATE_ANSWER_EXAMPLES", "12"))
 LEFTOVER = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
@@ -308,16 +307,7 @@ def test_any_answers_render_a_green_project_or_are_refused_in_one_line(
     project = tmp_path_factory.mktemp("project") / "out"
     expected_refusal = refused_question(answers)
     try:
-        run_copy(
-            str(REPO),
-            project,
-            data=answers,
-            defaults=True,
-            unsafe=True,
-            skip_tasks=True,
-            vcs_ref="HEAD",
-            quiet=True,
-        )
+        render(project, **answers)
     except ValueError as error:
         event(f"refused by the {expected_refusal} validator")
         message = str(error)
@@ -340,15 +330,7 @@ def test_reserved_package_names_cover_the_projects_modules(
     for database in ("sqlite", "postgresql", "mysql"):
         for async_mode in (False, True):
             project = python.parents[2] / f"deps-{database}-{async_mode}"
-            run_copy(
-                str(REPO),
-                project,
-                data=given_answers(database=database, async_mode=async_mode),
-                defaults=True,
-                skip_tasks=True,
-                vcs_ref="HEAD",
-                quiet=True,
-            )
+            render(project, database=database, async_mode=async_mode)
             install = ["uv", "pip", "install", "--quiet", "--python", str(python)]
             requirements = tomllib.loads((project / "pyproject.toml").read_text())
             dev = requirements["dependency-groups"]["dev"]

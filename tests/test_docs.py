@@ -2,6 +2,7 @@
 (README.md, the tutorial) work when their commands are run as written, from a fresh clone."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, project_env
+from conftest import REPO, project_env, render
 from docs_runner import Reader
 from releases import clone_as_next_release
 
@@ -88,3 +89,43 @@ def test_the_tutorial_runs_as_written(
     finally:
         subprocess.run(["bash", "-c", DROP[server].format(f"demo_{unique}")], capture_output=True)
     assert "passed" in reader.output and "failed" not in reader.output, reader.output
+
+
+def variables_read_by(project: Path) -> set[str]:
+    """The environment variables a rendered project reads: its settings classes' fields,
+    the variables .env.example and compose.yaml name, and the tests' CI switch."""
+    found = set()
+    for module in project.rglob("*.py"):
+        for settings_class in re.findall(
+            r"^class \w+\(BaseSettings\):\n(.*?)(?=^\S)", module.read_text(), re.M | re.S
+        ):
+            found |= {name.upper() for name in re.findall(r"^    (\w+): ", settings_class, re.M)}
+    example = (project / ".env.example").read_text()
+    found |= set(re.findall(r"^#? ?([A-Z][A-Z_]+)=", example, re.M))
+    found |= set(re.findall(r"\$\{([A-Z_]+)", (project / "compose.yaml").read_text()))
+    if 'os.environ.get("CI")' in (project / "tests" / "conftest.py").read_text():
+        found.add("CI")
+    return found - {"MODEL_CONFIG"}
+
+
+def test_every_setting_is_documented(tmp_path: Path) -> None:
+    """docs/reference/settings.md has a row for every variable a project of any database
+    reads, and none for a variable that no project reads."""
+    read = set()
+    for database in ("sqlite", "postgresql", "mysql"):
+        read |= variables_read_by(render(tmp_path / database, database=database))
+    page = (REPO / "docs" / "reference" / "settings.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", page, re.M))
+    assert read - documented == set(), "variables without a row in settings.md"
+    assert documented - read == set(), "rows in settings.md that no project reads"
+
+
+def test_project_layout_page_is_current() -> None:
+    """docs/reference/project-layout.md's table is what tools/project_layout.py makes from
+    renders of the working tree: every file, its own description, the answers it needs."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "project_layout.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
