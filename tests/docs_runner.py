@@ -9,8 +9,10 @@ the MkDocs site); what a comment does is spelled out where the page uses it:
     <!-- test: write <path> -->                      the next block is a file's content
     <!-- test: expect -->                            each line of the next block is in the
                                                      output of the last block run
-    <!-- test: exits <status> -->                    the next block ends with this status
-                                                     (a merge that stops at a conflict: 1)
+    <!-- test: exits <status> -->                    the next block's last command ends with
+                                                     this status (a merge that stops at a
+                                                     conflict: 1); the block runs on after
+                                                     a failing command
     <!-- test: answer <question>=<value> ... -->     the next block's one command asks
                                                      Copier's questions: answer these,
                                                      press Enter (the default) for the rest
@@ -165,7 +167,8 @@ class Reader:
 
     def shell(self, code: str, where: str, status: int = 0) -> None:
         state = self.cwd / ".." / f".reader-cwd-{os.getpid()}"
-        script = f"trap 'pwd > {state.resolve()}' EXIT\nset -eo pipefail\n{code}"
+        stop_on_error = "set -eo pipefail" if status == 0 else "set -o pipefail"
+        script = f"trap 'pwd > {state.resolve()}' EXIT\n{stop_on_error}\n{code}"
         done = subprocess.run(
             ["bash", "-c", script], cwd=self.cwd, env=self.env, capture_output=True, text=True
         )

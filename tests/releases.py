@@ -106,10 +106,9 @@ def next_version(version: Version) -> Version:
     return Version(f"{version.major}.{version.minor}.{version.micro + 1}")
 
 
-def release(repository: Path, version: Version, when: str = "2026-12-01") -> str:
-    """Release `version` as docs/how-to/release.md says: the Unreleased section becomes the
-    release's, pyproject.toml takes the version, commit, annotated tag; then record the
-    release's commit under its heading, in a commit of its own. Returns the commit."""
+def write_release_notes(repository: Path, version: Version, when: str) -> str:
+    """Steps 2 and 3 of docs/how-to/release.md: the Unreleased section becomes the
+    release's, and pyproject.toml takes the version. Returns the new heading."""
     changelog = repository / "CHANGELOG.md"
     text = changelog.read_text()
     assert "## [Unreleased]\n" in text
@@ -120,9 +119,18 @@ def release(repository: Path, version: Version, when: str = "2026-12-01") -> str
         r'^version = "[^"]+"$', f'version = "{version}"', pyproject.read_text(), count=1, flags=re.M
     )
     pyproject.write_text(versioned)
+    return heading
+
+
+def release(repository: Path, version: Version, when: str = "2026-12-01") -> str:
+    """Release `version` as docs/how-to/release.md says (without pushing): notes, commit,
+    annotated tag, then the release's commit recorded under its heading in a commit of its
+    own. Returns the release's commit."""
+    heading = write_release_notes(repository, version, when)
     git(repository, "commit", "--quiet", "--all", "--message", f"Release {version}")
     git(repository, "tag", "--annotate", "--message", f"Release {version}", f"v{version}")
     commit = git(repository, "rev-parse", "HEAD").strip()
+    changelog = repository / "CHANGELOG.md"
     text = changelog.read_text()
     changelog.write_text(text.replace(f"{heading}\n", f"{heading}\n\nCommit: {commit}\n", 1))
     git(repository, "commit", "--quiet", "--all", "--message", f"Record the commit of {version}")
