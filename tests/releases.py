@@ -108,7 +108,7 @@ def next_version(version: Version) -> Version:
 
 def write_release_notes(repository: Path, version: Version, when: str) -> str:
     """Steps 2 and 3 of docs/how-to/release.md: the Unreleased section becomes the
-    release's, and pyproject.toml takes the version. Returns the new heading."""
+    release's, pyproject.toml takes the version, uv.lock follows. Returns the new heading."""
     changelog = repository / "CHANGELOG.md"
     text = changelog.read_text()
     assert "## [Unreleased]\n" in text
@@ -119,6 +119,7 @@ def write_release_notes(repository: Path, version: Version, when: str) -> str:
         r'^version = "[^"]+"$', f'version = "{version}"', pyproject.read_text(), count=1, flags=re.M
     )
     pyproject.write_text(versioned)
+    run(["uv", "lock", "--quiet"], repository, project_env())
     return heading
 
 
