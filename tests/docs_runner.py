@@ -29,6 +29,7 @@ A test gives substitutions for what differs between a reader's machine and a tes
 template's URL, names that must be unique on a shared server, a free port.
 """
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -125,6 +126,13 @@ class Reader:
 
     def run(self, page: Path, until: str | None = None) -> None:
         """Follow `page` from where the last call stopped, to `until` or the end."""
+        try:
+            self._run(page, until)
+        except BaseException:
+            self.stop_server()  # a failed step leaves no server behind
+            raise
+
+    def _run(self, page: Path, until: str | None) -> None:
         all_steps = steps(page)
         start = self.done.get(page, 0)
         for number, step in enumerate(all_steps[start:], start + 1):
@@ -209,10 +217,17 @@ class Reader:
             self.shell(rest, where)
 
     def stop_server(self) -> None:
-        if self.server is not None:
-            os.killpg(self.server.pid, signal.SIGINT)  # Ctrl+C, as the page says
-            self.server.wait(timeout=30)
-            self.server = None
+        """Ctrl+C, as the pages say; then make sure that nothing of the server's is left
+        (`fastapi dev` runs the app in a child process of its reloader)."""
+        if self.server is None:
+            return
+        server, self.server = self.server, None
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
 
     def answer_questions(self, code: str, given: str, where: str) -> None:
         """Run Copier's interactive prompts in a terminal: type the given answers, press
