@@ -3,12 +3,12 @@
 A PostgreSQL (sync) project is generated, its database migrated, and a table of 1M rows
 (`generate_series`, with a primary key) added. Then, interleaved, `--repeat` times each:
 
-- scripts: `uv run scripts/backup_db.py` + `uv run scripts/restore_db.py FILE --yes`
+- the db command: `uv run db backup` + `uv run db restore FILE --yes`
   (uv, Python start-up and settings included);
 - plain: `pg_dump -Fc -f FILE DB` + `pg_restore --clean --if-exists -d DB FILE`, the least
   an operator types for the same round trip.
 
-The goal (issue 4): the scripts' median at most 1.1x the plain median. Usage:
+The goal (issue 4): the db command's median at most 1.1x the plain median. Usage:
 
     uv run python benchmarks/bench_backup_restore.py [--rows 1000000] [--repeat 3]
 """
@@ -60,7 +60,7 @@ def main() -> None:
             )
             run([*admin, url, "-c", fill, "-c", "VACUUM ANALYZE bench"], root, base_env)
             print(f"bench_backup_restore: {args.rows} rows in {name}", file=sys.stderr)
-            samples: dict[str, list[float]] = {"scripts": [], "plain": []}
+            samples: dict[str, list[float]] = {"db": [], "plain": []}
             sizes: dict[str, int] = {}
             libpq = {
                 **base_env,
@@ -71,14 +71,12 @@ def main() -> None:
             for index in range(args.repeat):
                 out = root / f"backups{index}"
                 backup, stdout = run(
-                    ["uv", "run", "scripts/backup_db.py", "--output-dir", str(out)], project, env
+                    ["uv", "run", "db", "backup", "--output-dir", str(out)], project, env
                 )
                 file = stdout.splitlines()[-1]
-                restore, _ = run(
-                    ["uv", "run", "scripts/restore_db.py", file, "--yes"], project, env
-                )
-                samples["scripts"].append(backup + restore)
-                sizes["scripts"] = Path(file).stat().st_size
+                restore, _ = run(["uv", "run", "db", "restore", file, "--yes"], project, env)
+                samples["db"].append(backup + restore)
+                sizes["db"] = Path(file).stat().st_size
 
                 plain_file = root / f"plain{index}.dump"
                 dump, _ = run(["pg_dump", "-Fc", "-f", str(plain_file), name], root, libpq)
@@ -90,8 +88,8 @@ def main() -> None:
                 samples["plain"].append(dump + restore)
                 sizes["plain"] = plain_file.stat().st_size
                 print(
-                    f"bench_backup_restore: repeat {index + 1}: scripts "
-                    f"{samples['scripts'][-1]:.2f} s, plain {samples['plain'][-1]:.2f} s",
+                    f"bench_backup_restore: repeat {index + 1}: db "
+                    f"{samples['db'][-1]:.2f} s, plain {samples['plain'][-1]:.2f} s",
                     file=sys.stderr,
                 )
         finally:
@@ -104,7 +102,7 @@ def main() -> None:
     print(f"{args.rows} rows, {args.repeat} repeats, {os.cpu_count()} CPUs")
     print(f"{'':28} {'median':>8} {'min':>8} {'max':>8} {'file MB':>8}")
     for label, key in (
-        ("backup_db + restore_db", "scripts"),
+        ("db backup + db restore", "db"),
         ("pg_dump -Fc + pg_restore", "plain"),
     ):
         values = samples[key]
@@ -112,7 +110,7 @@ def main() -> None:
             f"{label:28} {statistics.median(values):8.2f} {min(values):8.2f} "
             f"{max(values):8.2f} {sizes[key] / 1e6:8.1f}"
         )
-    ratio = statistics.median(samples["scripts"]) / statistics.median(samples["plain"])
+    ratio = statistics.median(samples["db"]) / statistics.median(samples["plain"])
     print(f"ratio of medians: {ratio:.2f}x (goal: at most 1.10x)")
 
 

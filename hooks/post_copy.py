@@ -1,8 +1,8 @@
 """Post-generation hook, run by Copier (`_tasks`) after `copier copy`, never on update.
 
 It stays thin: it checks for the tools and hands over to the project's own
-`scripts/bootstrap.py`, which writes `.env`, autogenerates and proves the initial revision,
-and makes the first commit. A failure prints one line that says what to do.
+`uv run db bootstrap`, which writes `.env`, writes and proves the initial revision, and makes
+the first commit. A failure prints one line that says what to do.
 
 `copier recopy` runs it too (Copier treats a recopy as a copy). A project whose answers
 file is already committed is not new: the hook then leaves it alone.
@@ -16,7 +16,7 @@ import sys
 # Copier deletes a new project whose task failed, unless `copier copy` had --no-cleanup.
 RERUN = (
     "then run `copier copy` again (or keep the files with `copier copy --no-cleanup` and run "
-    "`uv run scripts/bootstrap.py` in the project)"
+    "`uv run db bootstrap` in the project)"
 )
 
 
@@ -52,7 +52,7 @@ def main() -> None:
     env = {key: value for key, value in os.environ.items() if key not in outer}
     steps = (
         (["uv", "sync", "--quiet"], "creating the environment (`uv sync`) failed"),
-        (["uv", "run", "--quiet", "scripts/bootstrap.py"], "the project's bootstrap failed"),
+        (["uv", "run", "--quiet", "db", "bootstrap"], "the project's bootstrap failed"),
     )
     for command, failure in steps:
         if subprocess.run(command, env=env).returncode != 0:

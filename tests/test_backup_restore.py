@@ -1,4 +1,4 @@
-"""scripts/backup_db.py and scripts/restore_db.py in generated projects, on real databases.
+"""`db backup` and `db restore` in generated projects, on real databases.
 
 Each test generates a project, points its DATABASE_URL at a database made for the test (a
 user with a password full of special characters), fills it, backs it up, destroys tables
@@ -205,10 +205,10 @@ def test_backup_destroy_restore_gives_back_every_row(
 
     # Backup: the path is the last line of stdout; the file is private and named right.
     out_dir = tmp_path / "backups"
-    made = uv("scripts/backup_db.py", "--output-dir", str(out_dir))
+    made = uv("db", "backup", "--output-dir", str(out_dir))
     backup = Path(made.stdout.splitlines()[-1])
     if database != "sqlite":  # progress, table by table, on stderr (SQLite: every 5 s)
-        progress = r"^backup_db: dumping table (public\.)?users$"
+        progress = r"^db backup: dumping table (public\.)?users$"
         assert re.search(progress, made.stderr, re.M), made.stderr
     assert backup.is_absolute() and backup.parent == out_dir and backup.is_file()
     assert backup.stat().st_mode & 0o777 == 0o600
@@ -221,23 +221,23 @@ def test_backup_destroy_restore_gives_back_every_row(
 
     # No confirmation (stdin is not a terminal, no --yes): refused, nothing changed.
     refused = subprocess.run(
-        ["uv", "run", "scripts/restore_db.py", str(backup)],
+        ["uv", "run", "db", "restore", str(backup)],
         cwd=project,
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
     )
-    assert "--yes" in one_line_failure(refused, "restore_db")
+    assert "--yes" in one_line_failure(refused, "db restore")
     outputs.append(refused.stdout + refused.stderr)
 
-    restored = uv("scripts/restore_db.py", str(backup), "--yes")
+    restored = uv("db", "restore", str(backup), "--yes")
     assert f"at revision {revision}" in restored.stdout.splitlines()[-1], restored.stdout
     assert uv("python", "helper.py", "checksums").stdout == before
 
     # Retention: two more backups with --keep 2 leave the newest two.
     for _ in range(2):
-        newest = uv("scripts/backup_db.py", "--output-dir", str(out_dir), "--keep", "2")
+        newest = uv("db", "backup", "--output-dir", str(out_dir), "--keep", "2")
     kept = sorted(p.name for p in out_dir.iterdir())
     assert len(kept) == 2 and Path(newest.stdout.splitlines()[-1]).name in kept, kept
     assert backup.name not in kept
@@ -247,34 +247,32 @@ def test_backup_destroy_restore_gives_back_every_row(
     garbage = tmp_path / f"garbage.{EXTENSIONS[database]}"
     garbage.write_bytes(b"not a backup\n" * 10)
     assert "garbage" in one_line_failure(
-        uv("scripts/restore_db.py", str(garbage), "--yes", check=False), "restore_db"
+        uv("db", "restore", str(garbage), "--yes", check=False), "db restore"
     )
-    malformed = uv("scripts/backup_db.py", check=False, DATABASE_URL="postgresql://u:pw@h:port/x")
-    assert "invalid settings: DATABASE_URL" in one_line_failure(malformed, "backup_db")
+    malformed = uv("db", "backup", check=False, DATABASE_URL="postgresql://u:pw@h:port/x")
+    assert "invalid settings: DATABASE_URL" in one_line_failure(malformed, "db backup")
 
     if database == "sqlite":
         missing = f"sqlite:///{tmp_path / 'nowhere' / 'app.db'}"
-        gone = uv("scripts/backup_db.py", check=False, DATABASE_URL=missing)
-        assert "no SQLite database" in one_line_failure(gone, "backup_db")
+        gone = uv("db", "backup", check=False, DATABASE_URL=missing)
+        assert "no SQLite database" in one_line_failure(gone, "db backup")
     else:
         unreachable = re.sub(r":\d+/", ":1/", url)
-        for script in ("scripts/backup_db.py", "scripts/restore_db.py"):
-            args = [script] + ([str(latest), "--yes"] if "restore" in script else [])
+        for command in ("backup", "restore"):
+            args = ["db", command] + ([str(latest), "--yes"] if command == "restore" else [])
             done = uv(*args, check=False, DATABASE_URL=unreachable)
-            line = one_line_failure(done, script.split("/")[1].removesuffix(".py"))
+            line = one_line_failure(done, f"db {command}")
             assert "cannot connect to the database at" in line and ":1/" in line, line
 
         # No dump tool on PATH: the project's Python directly, since `uv` is not there either.
         empty = tmp_path / "empty-bin"
         empty.mkdir()
-        python = str(project / ".venv" / "bin" / "python")
-        for script, tool in zip(("backup_db.py", "restore_db.py"), TOOLS[database], strict=True):
-            args = [python, f"scripts/{script}"] + (
-                [str(latest), "--yes"] if "restore" in script else []
-            )
+        db = str(project / ".venv" / "bin" / "db")
+        for command, tool in zip(("backup", "restore"), TOOLS[database], strict=True):
+            args = [db, command] + ([str(latest), "--yes"] if command == "restore" else [])
             done = run(args, project, {**env, "PATH": str(empty)}, check=False)
             outputs.append(done.stdout + done.stderr)
-            line = one_line_failure(done, script.removesuffix(".py"))
+            line = one_line_failure(done, f"db {command}")
             assert f"{tool} is not installed: install" in line, line
 
     for output in outputs:

@@ -1,6 +1,6 @@
 """Deploying migrations safely, on real PostgreSQL, MariaDB/MySQL and SQLite databases: the
-migration lock in env.py (one migrator at a time), scripts/check_migrations.py and
-scripts/deploy_migrations.py in generated projects."""
+migration lock in env.py (one migrator at a time), `db check` and `db deploy` in generated
+projects."""
 
 import json
 import os
@@ -70,9 +70,10 @@ class Project:
     def rows(self, query: str) -> list[list[str]]:
         return self.sql(query)[0]
 
-    def script(self, name: str, *args: str, url: str | None = None) -> subprocess.CompletedProcess:
+    def db(self, command: str, *args: str, url: str | None = None) -> subprocess.CompletedProcess:
+        """`uv run db <command> ...` on this project's DATABASE_URL (or `url`)."""
         env = self.env() if url is None else project_env(DATABASE_URL=url)
-        return run(["uv", "run", f"scripts/{name}.py", *args], self.path, env, check=False)
+        return run(["uv", "run", "db", command, *args], self.path, env, check=False)
 
     def alembic(self, *args: str) -> subprocess.CompletedProcess:
         return run(["uv", "run", "alembic", *args], self.path, self.env(), check=False)
@@ -248,11 +249,11 @@ HOLD_LOCK = """
 import sys
 from sqlalchemy import create_engine, pool
 from demo_service.core.config import to_driver_url
-from demo_service.core.migration_lock import MigrationLock
+from demo_service.db.lock import lock_for
 
 engine = create_engine(to_driver_url(sys.argv[1]), poolclass=pool.NullPool)
 with engine.connect() as connection:
-    lock = MigrationLock(connection)
+    lock = lock_for(connection)
     assert lock.acquire(set())
     print("holding", flush=True)
     sys.stdin.read()
@@ -308,29 +309,27 @@ def test_check_migrations_exit_codes(project_for: Callable[..., Project], databa
     project = project_for(database)
     project.log_revisions(2, slow="0")
 
-    pending = project.script("check_migrations")
+    pending = project.db("check")
     assert pending.returncode == 1, pending
     assert "3 migrations pending" in pending.stdout
     assert "r2  r2 message" in pending.stdout
-    as_json = json.loads(project.script("check_migrations", "--json").stdout)
+    as_json = json.loads(project.db("check", "--json").stdout)
     assert as_json["status"] == "pending" and as_json["head"] == "r2"
     assert [p["revision"] for p in as_json["pending"]] == [project.initial, "r1", "r2"]
 
     assert project.alembic("upgrade", "head").returncode == 0
-    done = project.script("check_migrations")
+    done = project.db("check")
     assert done.returncode == 0 and "up to date" in done.stdout, done
-    assert json.loads(project.script("check_migrations", "--json").stdout)["status"] == (
-        "up_to_date"
-    )
+    assert json.loads(project.db("check", "--json").stdout)["status"] == ("up_to_date")
 
     project.sql("UPDATE alembic_version SET version_num = 'f00dfeed'")
-    unknown = project.script("check_migrations")
+    unknown = project.db("check")
     assert unknown.returncode == 2
     assert "f00dfeed" in one_line(unknown.stderr)
     project.sql("UPDATE alembic_version SET version_num = 'r2'")
 
     project.add_revision("r3", "r1", "pass")  # a second head next to r2
-    heads = project.script("check_migrations", "--json")
+    heads = project.db("check", "--json")
     assert heads.returncode == 2
     assert "2 heads" in one_line(heads.stderr)
     assert json.loads(heads.stdout)["status"] == "cannot_tell"
@@ -342,14 +341,14 @@ def test_unreachable_database_and_malformed_url_give_one_line(
 ) -> None:
     project = project_for("postgresql")
     unreachable = "postgresql://demo:secret-pw@127.0.0.1:1/demo"
-    for name in ("check_migrations", "deploy_migrations"):
-        done = project.script(name, url=unreachable)
+    for name in ("check", "deploy"):
+        done = project.db(name, url=unreachable)
         assert done.returncode == 2, done
         line = one_line(done.stderr)
         assert "cannot reach the database at" in line and "127.0.0.1:1" in line
         assert "secret-pw" not in done.stderr + done.stdout
 
-        malformed = project.script(name, url="not a url at all")
+        malformed = project.db(name, url="not a url at all")
         assert malformed.returncode == 2, malformed
         assert "DATABASE_URL" in one_line(malformed.stderr)
 
@@ -377,19 +376,19 @@ def test_failed_revision_leaves_the_last_good_revision(
         'op.drop_table("half_done")',
     )
 
-    failed = project.script("deploy_migrations")  # a real backup first
+    failed = project.db("deploy")  # a real backup first
 
     assert failed.returncode == 1, failed
     line = failed.stderr.strip().splitlines()[-1]
     assert "revision r3 (r3 message) failed" in line, failed.stderr
     assert "the database is at r2" in line
     restore = line.split("restore the backup with: ", 1)[1]
-    backup = Path(restore.split()[3])
-    assert restore == f"uv run scripts/restore_db.py {backup} --yes" and backup.is_file()
+    backup = Path(restore.split()[4])
+    assert restore == f"uv run db restore {backup} --yes" and backup.is_file()
     assert "Traceback" not in failed.stderr
     assert project.rows("SELECT version_num FROM alembic_version") == [["r2"]]
     assert sorted(r[0] for r in project.rows("SELECT rev FROM applied")) == ["data", "r1", "r2"]
-    check = project.script("check_migrations")
+    check = project.db("check")
     assert check.returncode == 1 and "r3  r3 message" in check.stdout
     tables = {
         "postgresql": "SELECT count(*) FROM pg_tables WHERE tablename = 'half_done'",
@@ -410,10 +409,10 @@ def test_failed_revision_leaves_the_last_good_revision(
         'op.create_table("half_done", sa.Column("id", sa.Integer(), primary_key=True))',
         'op.drop_table("half_done")',
     )
-    fixed = project.script("deploy_migrations", "--no-backup")
+    fixed = project.db("deploy", "--no-backup")
     assert fixed.returncode == 0, fixed
     assert "done: r2 -> r3" in fixed.stderr
-    assert project.script("check_migrations").returncode == 0
+    assert project.db("check").returncode == 0
 
 
 @pytest.mark.slow
@@ -421,15 +420,15 @@ def test_deploy_writes_sql_and_does_nothing_at_head(project_for: Callable[..., P
     project = project_for("postgresql", True)
     project.log_revisions(1, slow="0")
 
-    sql = project.script("deploy_migrations", "--sql")
+    sql = project.db("deploy", "--sql")
     assert sql.returncode == 0, sql
     assert "CREATE TABLE applied" in sql.stdout and "lock_timeout" in sql.stdout
-    assert project.script("check_migrations").returncode == 1  # nothing was applied
+    assert project.db("check").returncode == 1  # nothing was applied
 
-    first = project.script("deploy_migrations", "--no-backup")
+    first = project.db("deploy", "--no-backup")
     assert first.returncode == 0, first
     assert "done: base (no revision applied) -> r1" in first.stderr
-    again = project.script("deploy_migrations")
+    again = project.db("deploy")
     assert again.returncode == 0 and "nothing to do" in again.stderr, again
 
 

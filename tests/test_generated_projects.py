@@ -94,6 +94,10 @@ def test_generated_project_passes_its_own_ci(
     for test in ("upgrades_downgrades_cleanly", "test_create_and_read_a_user", "test_deleting"):
         assert test in run_suite(project, test_server, "-q", "--co")
 
+    commands = run(["uv", "run", "db", "--help"], project).stdout
+    for command in ("check", "deploy", "backup", "restore", "bootstrap"):
+        assert re.search(rf"^│ {command} ", commands, re.M), commands
+
     # The hook left a clean git repository whose first commit holds everything but secrets.
     status = run(["git", "status", "--porcelain"], project).stdout
     assert status == "", status
@@ -181,10 +185,10 @@ def test_skip_tasks_then_the_readme_command_does_what_the_hook_does(tmp_path: Pa
     project = render(tmp_path / "manual")
     assert not list((project / "migrations" / "versions").glob("*.py"))
     readme = (project / "README.md").read_text()
-    assert "uv run scripts/bootstrap.py" in readme
+    assert "uv run db bootstrap" in readme
 
-    first = run(["uv", "run", "scripts/bootstrap.py"], project)
-    again = run(["uv", "run", "scripts/bootstrap.py"], project)
+    first = run(["uv", "run", "db", "bootstrap"], project)
+    again = run(["uv", "run", "db", "bootstrap"], project)
 
     assert "wrote the initial revision" in first.stdout
     assert "created a git repository" in first.stdout
@@ -241,7 +245,7 @@ def test_hook_without_uv_says_what_to_do(tmp_path: Path) -> None:
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "uv is not installed" in lines[0], done.stderr
-    assert "uv run scripts/bootstrap.py" in lines[0]
+    assert "uv run db bootstrap" in lines[0]
 
 
 # The message after `copier copy`, followed as written: each server project with a package

@@ -112,6 +112,7 @@ def build_releases(root: Path) -> Path:
         if (REPO / relative).is_file():  # tracked files deleted in the working tree are listed
             (template / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / relative, template / relative)
+    (template / SHOW_HEAD).parent.mkdir(parents=True, exist_ok=True)
     (template / SHOW_HEAD).write_text(SHOW_HEAD_V1)
     git(template, "init", "--quiet", "--initial-branch=main")
     git(template, "add", "--all")

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from conftest import render
+from conftest import REPO, render
 
 # Every value of every question appears at least once; every database x mode x models
 # combination is rendered.
@@ -87,8 +87,9 @@ def test_answers_shape_the_project(rendered: dict[str, Path], case: dict) -> Non
     driver = drivers[(case["database"], case["async_mode"])]
     if driver:
         assert f'"{driver}>=' in pyproject
-    env_py = (project / "migrations" / "env.py").read_text()
-    assert ("asyncio.run" in env_py) == case["async_mode"]
+    connection = (package / "db" / "connection.py").read_text()  # the one async switch
+    assert ("asyncio.run" in connection) == case["async_mode"]
+    assert "asyncio" not in (project / "migrations" / "env.py").read_text()
 
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     for key, value in case.items():
@@ -140,7 +141,7 @@ def test_compose_migrates_once_before_the_app_starts(tmp_path: Path, database: s
     project = render(tmp_path / "project", database=database)
     services = yaml.safe_load((project / "compose.yaml").read_text())["services"]
     migrate, app = services["migrate"], services["app"]
-    assert migrate["command"][-1] == "scripts/deploy_migrations.py"
+    assert migrate["command"][-2:] == ["db", "deploy"]
     assert migrate["restart"] == "no"
     assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert migrate["environment"]["DATABASE_URL"] == app["environment"]["DATABASE_URL"]
@@ -195,3 +196,43 @@ def test_the_linters_catch_what_they_are_here_for(tmp_path: Path) -> None:
     assert "USER 10001:10001" in text
     dockerfile.write_text(text.replace("USER 10001:10001", "USER app"))
     assert "DL3066" in lint("hadolint", dockerfile).stdout
+
+
+JINJA_IF = re.compile(r"\{%-?\s*(?:el)?if\b")
+INLINE_IF = re.compile(r"\{\{[^}]*\bif\b[^}]*\}\}")
+CONDITIONALS_BEFORE = 186  # when the database package replaced per-answer code (issue 10)
+
+
+def test_answers_decide_little_of_the_template() -> None:
+    """Jinja decides what must be rendered (the driver, sync or async, the files a project
+    gets); the rest is decided at run time. Count every `if`/`elif` tag, inline `... if ...`
+    and conditional file name in template/ and includes/: at most a third of what there was."""
+    count = 0
+    for root in ("template", "includes"):
+        for path in (REPO / root).rglob("*"):
+            count += len(JINJA_IF.findall(path.name))
+            if path.is_file():
+                text = path.read_text()
+                count += len(JINJA_IF.findall(text)) + len(INLINE_IF.findall(text))
+    print(f"Jinja conditionals in template/ and includes/: {count} (was {CONDITIONALS_BEFORE})")
+    assert count <= CONDITIONALS_BEFORE // 3, count
+
+
+FORBIDDEN = ("_upgrade_revs", "_downgrade_revs", "experimental", "__qualname__", "gc.freeze")
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_public_apis_only_and_an_alembic_sized_env_py(rendered: dict[str, Path], case: dict):
+    """No private Alembic attribute, no pytest-alembic experimental module, no name
+    sniffing, no speed tricks (`gc.freeze`, imports hidden behind TYPE_CHECKING) anywhere in
+    a project; its env.py is no longer than about Alembic's own templates."""
+    project = rendered[case_id(case)]
+    found = [
+        f"{path.relative_to(project)}: {word}"
+        for path in project.rglob("*.py")
+        for word in (*FORBIDDEN, "TYPE_CHECKING")
+        if word in path.read_text()
+    ]
+    assert not found, found
+    env_py = (project / "migrations" / "env.py").read_text()
+    assert len(env_py.splitlines()) <= 90, len(env_py.splitlines())

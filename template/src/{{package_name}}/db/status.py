@@ -1,22 +1,18 @@
-"""Where the database stands against the revision files: what scripts/check_migrations.py and
-scripts/deploy_migrations.py report."""
-{% if async_mode %}
-import asyncio
-{%- endif %}
+"""Where the database stands against the revision files: what `db check` and `db deploy`
+report."""
+
 from dataclasses import dataclass
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import ResolutionError
-from sqlalchemy import Connection, {{ '' if async_mode else 'create_engine, ' }}pool
+from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
-{%- if async_mode %}
-from sqlalchemy.ext.asyncio import create_async_engine
-{%- endif %}
 
-from .config import SettingsError, get_settings
+from ..core.config import SettingsError, get_settings
+from .connection import run_with_connection
 
 
 class CannotTell(Exception):
@@ -62,32 +58,15 @@ def read_current(url: URL) -> tuple[str, ...]:
 
     def read(connection: Connection) -> tuple[str, ...]:
         return tuple(MigrationContext.configure(connection).get_current_heads())
-{% if async_mode %}
-    async def run() -> tuple[str, ...]:
-        engine = create_async_engine(url, poolclass=pool.NullPool)
-        try:
-            async with engine.connect() as connection:
-                return await connection.run_sync(read)
-        finally:
-            await engine.dispose()
-{% endif %}
+
     try:
-{%- if async_mode %}
-        return asyncio.run(run())
-{%- else %}
-        engine = create_engine(url, poolclass=pool.NullPool)
-        try:
-            with engine.connect() as connection:
-                return read(connection)
-        finally:
-            engine.dispose()
-{%- endif %}
+        return run_with_connection(url, read)
     except (SQLAlchemyError, OSError) as error:
         where = url.render_as_string(hide_password=True)
         raise CannotTell(f"cannot reach the database at {where}: {first_line(error)}") from None
 
 
-def read_state(config: Config) -> MigrationState:
+def read_state(config: Config, url: URL | None = None) -> MigrationState:
     """The database's revision, the head, and the revisions between them."""
     script = ScriptDirectory.from_config(config)
     heads = script.get_heads()
@@ -97,7 +76,7 @@ def read_state(config: Config) -> MigrationState:
             f"the revision files have {len(heads)} heads ({found}), expected one: "
             "merge them with `uv run alembic merge heads -m merge`"
         )
-    current = read_current(database_url())
+    current = read_current(url or database_url())
     for revision in current:
         try:
             script.get_revision(revision)
@@ -106,5 +85,5 @@ def read_state(config: Config) -> MigrationState:
                 f"the database is at revision {revision}, which these revision files do not "
                 "know: it was migrated by other (newer?) code; nothing is changed"
             ) from None
-    pending = list(script.revision_map.iterate_revisions(heads, current))
+    pending = list(script.iterate_revisions(heads, current))
     return MigrationState(current, heads[0], [s for s in reversed(pending) if s is not None])

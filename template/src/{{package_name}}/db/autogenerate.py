@@ -1,4 +1,4 @@
-"""How `alembic revision --autogenerate` writes revisions (used by migrations/env.py)."""
+"""How `alembic revision --autogenerate` writes revisions (migrations/env.py uses it)."""
 
 import sys
 from typing import Any
@@ -8,21 +8,20 @@ from alembic.operations import ops
 from alembic.runtime.migration import MigrationContext
 from sqlmodel.sql.sqltypes import AutoString
 
+from ..core.config import DATABASE
 from ..models.base import UTCDateTime
-from .config import DATABASE
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
     """Write column types as plain SQLAlchemy, so that revisions import neither the app nor
-    SQLModel: a revision keeps working whatever later happens to either, and `alembic upgrade`
-    starts faster (migrations/env.py loads the models only for autogenerate and check)."""
+    SQLModel: a revision keeps working whatever later happens to either."""
     if type_ != "type":
         return False
     if isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     if isinstance(obj, AutoString):  # SQLModel's `str`; without a length, VARCHAR(255) on MySQL
         length = obj.impl.length
-        if length is None and DATABASE == "mysql":
+        if length is None and DATABASE == "mysql":  # the database the revision is for
             length = AutoString.mysql_default_length
         return "sa.String()" if length is None else f"sa.String(length={length})"
     if type(obj).__module__.startswith("sqlmodel."):  # another SQLModel type: import it
@@ -35,12 +34,11 @@ def process_revision_directives(
 ) -> None:
     """Write no empty revision, and no index drop that a table drop already does.
 
-    `alembic check` runs the same comparison and needs the (empty) script to report "no
-    changes", so it is left alone; `config.cmd_opts` cannot tell the two apart, since it is
-    None when the commands are called from Python.
+    For `alembic revision --autogenerate` only: migrations/env.py installs it for that
+    command, and Python callers pass it to `command.revision` themselves. (`alembic check`
+    must see the empty script to report "no changes".)
     """
-    run = migration_context.opts.get("fn")
-    if not directives or getattr(run, "__qualname__", "").startswith("check."):
+    if not directives:
         return
     script = directives[0]
     if all(upgrade_ops.is_empty() for upgrade_ops in script.upgrade_ops_list):

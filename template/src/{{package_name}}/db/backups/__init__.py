@@ -1,0 +1,162 @@
+"""Backups of the configured database, and their restore (`db backup`, `db restore`).
+
+A backup is written under a temporary dot-name, readable by its owner only, and renamed once
+complete: a file with a final name is always a whole backup, named
+`<database>-<UTC time>-<revision>.<ext>` after the revision it holds. How a database is
+dumped, checked and restored is the business of this package's module for it, the
+project's own (`postgresql`, `mysql` or `sqlite`), picked by the URL's dialect. Every
+failure is a `BackupError` whose message is one line without the password.
+"""
+
+import importlib
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..connection import run_with_connection
+
+TIMESTAMP = r"\d{8}T\d{6}\.\d{3}Z"
+PROGRESS_SECONDS = 5.0
+# Where progress goes: one line at a time (the CLI prints it on stderr).
+Progress = Callable[[str], None]
+
+
+class BackupError(Exception):
+    """A backup or restore failed; the message is one line and holds no password."""
+
+
+def backend(url: URL) -> ModuleType:
+    """The module that backs up and restores `url`'s kind of database."""
+    return importlib.import_module(f"{__package__}.{url.get_backend_name()}")
+
+
+def scrub(message: str, url: URL) -> str:
+    """The first line of `message`, without the password."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    line = lines[0] if lines else "unknown error"
+    if url.password:
+        line = line.replace(str(url.password), "***")
+    return line
+
+
+def where(url: URL) -> str:
+    """The database, for messages: host:port/name, or the SQLite file."""
+    return backend(url).where(url)
+
+
+def current_revision(url: URL) -> str:
+    """The Alembic revision the database is at: `base` when none, heads joined by `+`."""
+    backend(url).check_reachable(url)
+
+    def read(connection: Connection) -> list[str]:
+        return sorted(MigrationContext.configure(connection).get_current_heads())
+
+    try:
+        return "+".join(run_with_connection(url, read)) or "base"
+    except (SQLAlchemyError, OSError) as error:
+        reason = scrub(str(getattr(error, "orig", None) or error), url)
+        raise BackupError(f"cannot connect to the database at {where(url)}: {reason}") from None
+
+
+def backup_name(url: URL, revision: str) -> str:
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y%m%dT%H%M%S") + f".{now.microsecond // 1000:03d}Z"
+    safe_revision = re.sub(r"[^A-Za-z0-9_+]", "_", revision)
+    module = backend(url)
+    return f"{module.database_name(url)}-{stamp}-{safe_revision}.{module.EXTENSION}"
+
+
+def create_private(path: Path) -> int:
+    """Create `path` readable by its owner only, from the first moment; an open fd."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as error:
+        raise BackupError(f"cannot create {path}: {error.strerror}") from None
+
+
+def prune(directory: Path, url: URL, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` backups of this database in `directory`."""
+    module = backend(url)
+    name = re.escape(module.database_name(url))
+    pattern = re.compile(rf"{name}-({TIMESTAMP})-.+\.{module.EXTENSION}")
+    backups = sorted(
+        (match.group(1), path)
+        for path in directory.iterdir()
+        if (match := pattern.fullmatch(path.name)) and path.is_file()
+    )
+    removed = [path for _, path in backups[: max(len(backups) - keep, 0)]]
+    for path in removed:
+        path.unlink()
+    return removed
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+@contextmanager
+def ticker(progress: Progress, report: Callable[[], str]) -> Iterator[None]:
+    """Report `report()` every few seconds while the block runs."""
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(PROGRESS_SECONDS):
+            progress(report())
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def back_up(url: URL, directory: Path, progress: Progress, keep: int | None = None) -> Path:
+    """Back up the database at `url` into `directory` (created 0700); the backup's path.
+    With `keep`, then delete all but the newest `keep` backups of this database there."""
+    module = backend(url)
+    module.check_reachable(url)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise BackupError(f"cannot create {directory}: {error.strerror}") from None
+    # Written under a temporary name, renamed once complete and its revision known.
+    partial = directory / f".{backup_name(url, 'partial')}"
+    os.close(create_private(partial))
+    try:
+        report = lambda: f"{megabytes(partial.stat().st_size)} written"  # noqa: E731
+        with ticker(progress, report):
+            module.dump(url, partial, progress)
+        revision = module.backup_revision(partial)
+        path = directory / backup_name(url, revision)
+        partial.rename(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    progress(f"wrote {megabytes(path.stat().st_size)} of {where(url)} at revision {revision}")
+    for old in prune(directory, url, keep) if keep else ():
+        progress(f"removed the old backup {old.name}")
+    return path
+
+
+def check(url: URL, path: Path) -> None:
+    """Refuse a file that is not a complete backup of this kind, before touching anything."""
+    if not path.is_file():
+        raise BackupError(f"there is no file {path}")
+    backend(url).check(path, url)
+
+
+def restore(url: URL, path: Path, progress: Progress) -> str:
+    """Restore the checked backup at `path` into the database; the revision it is at after."""
+    backend(url).restore(url, path, progress)
+    return current_revision(url)

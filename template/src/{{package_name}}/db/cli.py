@@ -1,0 +1,298 @@
+"""The `db` command: the project's database operations, for people and for deploy pipelines.
+
+    uv run db check [--json]            is the database at head? (0 yes, 1 pending, 2 cannot tell)
+    uv run db deploy [--no-backup]      back up, migrate to head under the lock, verify
+    uv run db backup [--keep N]         a private, timestamped backup; its path is printed last
+    uv run db restore FILE [--yes]      restore a backup into the configured database
+    uv run db bootstrap                 finish a fresh project (what `copier copy` ran)
+
+Each reads DATABASE_URL (environment or .env) through the project's settings. A failure is
+one line on stderr, `db <command>: <what happened and what to do>`, never a traceback.
+"""
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from alembic import command
+from alembic.config import Config
+from alembic.util import CommandError
+from rich.console import Console
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..core.config import DATABASE, SettingsError, get_settings
+from . import ROOT, backups
+from .bootstrap import BootstrapError, bootstrap_project
+from .status import CannotTell, MigrationState, describe, first_line, message, read_state
+
+UP_TO_DATE, PENDING, CANNOT_TELL = 0, 1, 2  # db check
+DONE, FAILED = 0, 1  # the other commands; db deploy also exits 2 when it cannot tell
+
+app = typer.Typer(
+    name="db",
+    help="The project's database: check, deploy, back up, restore, bootstrap.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stderr = Console(stderr=True, highlight=False)
+
+
+def say(name: str, text: str) -> None:
+    """A line on stderr for people: stdout holds only what machines read."""
+    print(f"db {name}: {text}", file=sys.stderr, flush=True)
+
+
+def fail(name: str, text: str, status: int = FAILED) -> typer.Exit:
+    say(name, text)
+    return typer.Exit(status)
+
+
+@contextmanager
+def progress(name: str, doing: str) -> Iterator[backups.Progress]:
+    """Progress lines on stderr; in a terminal, also a spinner that shows the latest."""
+    if not stderr.is_terminal:
+        yield lambda line: say(name, line)
+        return
+    with stderr.status(doing) as status:
+
+        def report(line: str) -> None:
+            say(name, line)
+            status.update(f"{doing}: {line}")
+
+        yield report
+
+
+def alembic_config() -> Config:
+    return Config(ROOT / "alembic.ini")
+
+
+def database_url(name: str) -> URL:
+    try:
+        return get_settings().sqlalchemy_url
+    except SettingsError as error:
+        raise fail(name, str(error)) from None
+
+
+# ---------------------------------------------------------------- db check
+
+
+@app.command()
+def check(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
+) -> None:
+    """Is the database at head? Compare its revision with migrations/versions/.
+
+    It changes nothing. Exit status: 0 at head, 1 migrations pending (each listed), 2 cannot
+    tell (the database is unreachable, the settings are invalid, it holds a revision these
+    files do not know, or the files have several heads).
+    """
+    try:
+        state = read_state(alembic_config())
+    except (CannotTell, CommandError) as error:
+        if as_json:
+            print(json.dumps({"status": "cannot_tell", "error": str(error)}))
+        raise fail("check", f"cannot tell: {error}", CANNOT_TELL) from None
+    if as_json:
+        status = "pending" if state.pending else "up_to_date"
+        print(json.dumps({"status": status, **state.to_json()}))
+    elif not state.pending:
+        print(f"up to date: the database is at head {state.head}")
+    else:
+        count = len(state.pending)
+        print(
+            f"{count} migration{'s' if count > 1 else ''} pending: the database is at "
+            f"{describe(state.current)}, head is {state.head}"
+        )
+        for revision in state.pending:
+            print(f"  {revision.revision}  {message(revision)}")
+    raise typer.Exit(PENDING if state.pending else UP_TO_DATE)
+
+
+# ---------------------------------------------------------------- db deploy
+
+
+def write_sql(state: MigrationState, output: Path | None) -> None:
+    """`alembic upgrade <current>:head --sql`: the statements a deploy would run."""
+    if not state.pending:
+        say("deploy", f"the database is at head {state.head}: no SQL to write")
+        return
+    start = state.current[0] if state.current else None
+    target = f"{start}:{state.head}" if start else state.head
+    if output is None:
+        command.upgrade(alembic_config(), target, sql=True)
+        return
+    with output.open("w") as buffer:
+        command.upgrade(Config(ROOT / "alembic.ini", output_buffer=buffer), target, sql=True)
+    say("deploy", f"wrote the SQL of {len(state.pending)} pending migration(s) to {output}")
+
+
+def failure(reason: str, backup: Path | None) -> str:
+    """Which revision failed, where the database is, and how to restore the backup."""
+    try:
+        now = read_state(alembic_config())
+    except CannotTell as error:
+        where, failed = f"where the database is cannot be told ({error})", ""
+    else:
+        where, failed = f"the database is at {describe(now.current)}", ""
+        if now.pending:
+            failed = f"revision {now.pending[0].revision} ({message(now.pending[0])}) "
+            if DATABASE == "mysql":
+                where += (
+                    f" (MySQL/MariaDB cannot roll back DDL: part of {now.pending[0].revision} "
+                    "may be applied)"
+                )
+    restore = (
+        f"restore the backup with: uv run db restore {shlex.quote(str(backup))} --yes"
+        if backup
+        else "no backup was taken (--no-backup)"
+    )
+    return f"{failed}failed: {reason}; {where}; {restore}"
+
+
+@app.command()
+def deploy(
+    no_backup: Annotated[
+        bool, typer.Option("--no-backup", help="skip the backup (development only)")
+    ] = False,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="print the SQL of the pending migrations instead")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", metavar="FILE", help="with --sql: write it here")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="a JSON summary on stdout")] = False,
+) -> None:
+    """Back up, migrate to head under the migration lock, verify.
+
+    Another migrator running at the same time is waited for, and its work is not done
+    twice. Exit status: 0 migrated (or nothing to do), 1 the backup, the upgrade or the
+    verification failed (the last line says how to restore), 2 cannot tell where the
+    database is (nothing was done). It never downgrades.
+    """
+    summary: dict[str, object] = {"status": "cannot_tell"}
+    try:
+        before = read_state(alembic_config())
+    except (CannotTell, CommandError) as error:
+        emit(as_json, {**summary, "error": str(error)})
+        raise fail("deploy", f"cannot tell where the database is: {error}", CANNOT_TELL) from None
+    summary = {"from": list(before.current), "head": before.head}
+    if sql:
+        write_sql(before, output)
+        raise typer.Exit(DONE)
+    if not before.pending:
+        say("deploy", f"the database is at head {before.head}: nothing to do")
+        emit(as_json, {**summary, "status": "up_to_date"})
+        raise typer.Exit(DONE)
+    say("deploy", f"{len(before.pending)} migration(s) pending, from {describe(before.current)}:")
+    for revision in before.pending:
+        say("deploy", f"  {revision.revision}  {message(revision)}")
+    backup = None
+    try:
+        if not no_backup:
+            with progress("deploy", "backing up") as report:
+                backup = backups.back_up(database_url("deploy"), ROOT / "backups", report)
+        start = time.monotonic()
+        config = alembic_config()
+        config.attributes["destination"] = "head"
+        command.upgrade(config, "head")
+        after = read_state(alembic_config())
+        if after.pending:
+            raise CommandError("the database is not at head afterwards")
+    except backups.BackupError as error:
+        emit(as_json, {**summary, "status": "failed", "error": str(error)})
+        raise fail("deploy", f"the backup failed: {error}; nothing was migrated") from None
+    except (CommandError, CannotTell, SQLAlchemyError, OSError) as error:
+        text = failure(first_line(error), backup)
+        emit(as_json, {**summary, "status": "failed", "error": text, "backup": str(backup)})
+        raise fail("deploy", text) from None
+    say(
+        "deploy",
+        f"done: {describe(before.current)} -> {describe(after.current)} in "
+        f"{time.monotonic() - start:.1f}s; backup: {backup or 'none (--no-backup)'}",
+    )
+    emit(as_json, {**summary, "status": "migrated", "to": list(after.current), "backup": backup})
+
+
+def emit(as_json: bool, summary: dict[str, object]) -> None:
+    if as_json:
+        print(json.dumps(summary, default=str))
+
+
+# ---------------------------------------------------------------- db backup, db restore
+
+
+@app.command()
+def backup(
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", help="where to write it (created 0700)")
+    ] = ROOT / "backups",
+    keep: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="N", help="then keep only the newest N backups there"),
+    ] = None,
+) -> None:
+    """Back up the database into a private, timestamped file.
+
+    The database is the one DATABASE_URL names; the app may keep running. The file's path
+    is the last line of stdout."""
+    url = database_url("backup")
+    try:
+        with progress("backup", "backing up") as report:
+            path = backups.back_up(url, output_dir.resolve(), report, keep)
+    except backups.BackupError as error:
+        raise fail("backup", str(error)) from None
+    except KeyboardInterrupt:
+        raise fail("backup", "interrupted; no backup written") from None
+    print(path)
+
+
+@app.command()
+def restore(
+    file: Annotated[Path, typer.Argument(help="a backup written by `db backup`")],
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+) -> None:
+    """Restore a backup into the database.
+
+    The database is the one DATABASE_URL names. What the backup holds replaces the current
+    data of those tables. Asks first, unless --yes."""
+    url = database_url("restore")
+    path = file.resolve()
+    try:
+        backups.check(url, path)
+        target = backups.where(url)
+        if not yes:
+            if not sys.stdin.isatty():
+                refusal = f"restoring replaces data in {target}: pass --yes to confirm"
+                raise backups.BackupError(refusal)
+            if not typer.confirm(f"Replace the data in {target} with {path.name}?"):
+                raise fail("restore", "nothing restored")
+        with progress("restore", "restoring") as report:
+            revision = backups.restore(url, path, report)
+    except backups.BackupError as error:
+        raise fail("restore", str(error)) from None
+    print(f"restored {path.name} into {target}: the database is at revision {revision}")
+
+
+# ---------------------------------------------------------------- db bootstrap
+
+
+@app.command()
+def bootstrap() -> None:
+    """Finish setting up a freshly generated project (what `copier copy` ran).
+
+    It writes .env, the initial revision and its proof on a scratch database, and the first
+    git commit. Each step is skipped when its result is there: safe to run again."""
+    try:
+        bootstrap_project()
+    except SQLAlchemyError as error:
+        raise fail("bootstrap", f"the database refused: {first_line(error)}") from None
+    except (BootstrapError, CommandError, OSError, ValueError) as error:
+        raise fail("bootstrap", str(error)) from None

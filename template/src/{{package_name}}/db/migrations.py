@@ -1,0 +1,114 @@
+"""What migrations/env.py needs beyond Alembic's defaults: the database from the settings,
+where a run goes, the migration session's settings, and retries when a table lock cannot be
+had in time. Each decided by the connection's dialect, at run time.
+"""
+
+import sys
+import time
+from collections.abc import Callable
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+from sqlalchemy import URL, Connection, event
+from sqlalchemy.exc import DBAPIError
+
+from ..core.config import Settings, SettingsError, get_settings
+from .lock import autocommit
+
+
+def settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as error:  # Alembic prints a CommandError as one line
+        raise CommandError(str(error)) from None
+
+
+def database_url() -> URL:
+    return settings().sqlalchemy_url
+
+
+def destination(config: Config) -> set[str] | None:
+    """The revisions this run goes to, when the command names them: `alembic upgrade head`
+    on the command line, or `config.attributes["destination"]` from Python (`db deploy`).
+    Empty for base; None for commands without one, or relative ones (`+1`)."""
+    argument = config.attributes.get("destination") or getattr(config.cmd_opts, "revision", None)
+    if argument is None or argument.startswith(("+", "-")) or any(c in argument for c in ":@"):
+        return None  # relative: where it goes depends on where the database is
+    if argument == "base":
+        return set()
+    try:
+        revisions = ScriptDirectory.from_config(config).get_revisions(argument)
+    except (CommandError, RevisionError):  # no such revision: Alembic will say so
+        return None
+    return {revision.revision for revision in revisions if revision is not None}
+
+
+def session_statements(dialect: str) -> list[str]:
+    """What every migration session runs first, so that a migration never queues the app's
+    queries behind it for long (MIGRATION_LOCK_TIMEOUT) nor runs for ever."""
+    timeouts = settings()
+    if dialect == "postgresql":
+        return [
+            f"SET lock_timeout = '{timeouts.migration_lock_timeout * 1000:.0f}ms'",
+            f"SET statement_timeout = '{timeouts.migration_statement_timeout * 1000:.0f}ms'",
+        ]
+    if dialect == "mysql":
+        return [f"SET SESSION lock_wait_timeout = {max(1, round(timeouts.migration_lock_timeout))}"]
+    return []
+
+
+def prepare_session(connection: Connection) -> None:
+    """The migration session's settings, by dialect (see `session_statements`). PostgreSQL
+    14+ also checks that the client is alive, so a killed migrator's statement stops within a
+    second and its revision rolls back. SQLite gets transactional DDL."""
+    statements = session_statements(connection.dialect.name)
+    if connection.dialect.name == "postgresql" and connection.dialect.server_version_info >= (14,):
+        statements.append("SET client_connection_check_interval = '1s'")
+    with autocommit(connection):
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+    if connection.dialect.name == "sqlite":
+        transactional_ddl(connection)
+
+
+def transactional_ddl(connection: Connection) -> None:
+    """Make a failed revision roll back whole on SQLite, its CREATE/ALTER/DROP included:
+    Python's sqlite3 driver would commit each of those at once (SQLAlchemy's documented
+    recipe, applied to this connection)."""
+    connection.connection.dbapi_connection.isolation_level = None  # the driver stays out
+    if not event.contains(connection, "begin", begin):
+        event.listen(connection, "begin", begin)
+
+
+def begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def lock_timed_out(error: DBAPIError) -> bool:
+    """A PostgreSQL statement gave up waiting for a table lock (lock_timeout, 55P03): its
+    revision rolled back whole, so it can simply run again. (MySQL commits DDL statement by
+    statement: a revision that stopped half-way is never run again blindly.)"""
+    return getattr(error.orig, "sqlstate", None) == "55P03"
+
+
+def retry_on_lock_timeout(run: Callable[[], None]) -> None:
+    """Run the migrations; when a revision gave up waiting for a table lock, run again from
+    there, up to MIGRATION_LOCK_RETRIES times, 1s, 2s, 4s, ... later."""
+    retries = settings().migration_lock_retries
+    for attempt in range(retries + 1):
+        try:
+            run()
+            return
+        except DBAPIError as error:
+            if attempt == retries or not lock_timed_out(error):
+                raise
+            print(
+                "migrations: a revision could not get a table lock in time "
+                f"(MIGRATION_LOCK_TIMEOUT); trying again in {2**attempt}s "
+                f"({attempt + 1} of {retries})",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(2**attempt)
