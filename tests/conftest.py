@@ -117,3 +117,16 @@ def server_url() -> Callable[[str], str | None]:
         return url
 
     return for_database
+
+
+@pytest.fixture(scope="session")
+def shared(
+    tmp_path_factory: pytest.TempPathFactory, server_url: Callable[[str], str | None]
+) -> Callable[[str, bool], Path]:
+    """The combination's generated project (tests/projects.py), as the hook left it."""
+    from projects import shared_project
+
+    root = tmp_path_factory.getbasetemp() / "shared"
+    return lambda database, async_mode: shared_project(
+        root, database, async_mode, server_url(database)
+    )

@@ -22,7 +22,8 @@ the MkDocs site); what a comment does is spelled out where the page uses it:
                                                      stop -->
     <!-- test: run <command> -->                     a step that the prose describes (an
                                                      edit), as a command; runs in place
-    <!-- test: pause <name> -->                      `run(..., until=<name>)` stops here
+    <!-- test: pause <name> -->                      `run(..., until=<name>)` stops here,
+                                                     `run(..., start=<name>)` starts here
 
 Blocks under a content tab (`=== "PostgreSQL"`) run only when the runner is given that tab.
 A test gives substitutions for what differs between a reader's machine and a test's: the
@@ -124,8 +125,15 @@ class Reader:
             text = text.replace(old, new)
         return text
 
-    def run(self, page: Path, until: str | None = None) -> None:
-        """Follow `page` from where the last call stopped, to `until` or the end."""
+    def run(self, page: Path, until: str | None = None, start: str | None = None) -> None:
+        """Follow `page` from where the last call stopped (or from the pause `start`), to
+        the pause `until` or the end."""
+        if start is not None:
+            pauses = [
+                i for i, s in enumerate(steps(page)) if (s.verb, s.argument) == ("pause", start)
+            ]
+            assert pauses, f"{page.relative_to(REPO)} has no <!-- test: pause {start} -->"
+            self.done[page] = pauses[0] + 1
         try:
             self._run(page, until)
         except BaseException:

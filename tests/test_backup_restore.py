@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from conftest import SERVERS, project_env, run
-from test_generated_projects import generate
+from projects import combinations, package_of
 
 # Run inside the project (its settings, its driver, sync or async): fill, destroy, checksums.
 HELPER = """
@@ -103,7 +103,9 @@ def main(fn):
 print(json.dumps(main(globals()[sys.argv[1]])))
 """
 
-COMBINATIONS = [("sqlite", False), ("postgresql", False), ("mysql", False), ("postgresql", True)]
+COMBINATIONS = combinations(
+    ("sqlite", False), ("postgresql", False), ("mysql", False), ("postgresql", True)
+)
 EXTENSIONS = {"sqlite": "db", "postgresql": "dump", "mysql": "sql"}
 TOOLS = {"postgresql": ("pg_dump", "pg_restore"), "mysql": ("mariadb-dump", "mariadb")}
 
@@ -178,19 +180,19 @@ def one_line_failure(done: subprocess.CompletedProcess[str], program: str) -> st
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("database", "async_mode"), COMBINATIONS, ids=lambda v: str(v))
+@pytest.mark.parametrize(("database", "async_mode"), COMBINATIONS)
 def test_backup_destroy_restore_gives_back_every_row(
     tmp_path: Path,
-    server_url: Callable[[str], str | None],
+    shared: Callable[[str, bool], Path],
     test_database: Callable[[str], tuple[str, str]],
     database: str,
     async_mode: bool,
 ) -> None:
-    project = generate(tmp_path, database, async_mode, server_url(database))
+    project = shared(database, async_mode)
     url, password = test_database(database)
     (tmp_path / "data").mkdir(exist_ok=True)
     env = project_env(DATABASE_URL=url)
-    (project / "helper.py").write_text(HELPER)
+    (project / "helper.py").write_text(HELPER.replace("demo_service", package_of(project)))
     outputs: list[str] = []
 
     def uv(*args: str, check: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:

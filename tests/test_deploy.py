@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import project_env, run
-from test_generated_projects import generate
+from projects import combinations, package_of, reset
 
-PACKAGE = "demo_service"
 # Runs SQL in the project's own environment (its driver, sync or async), one JSON row list
 # per statement; AUTOCOMMIT, so that CREATE DATABASE works.
 QUERY = """
@@ -63,8 +62,13 @@ class Project:
     def env(self, **extra: str) -> dict[str, str]:
         return project_env(DATABASE_URL=self.url, **extra)
 
+    @property
+    def package(self) -> str:
+        return package_of(self.path)
+
     def sql(self, *statements: str, url: str | None = None) -> list[list[list[str]]]:
-        args = [".venv/bin/python", "-c", QUERY, url or self.url, json.dumps(statements)]
+        query = QUERY.replace("demo_service", self.package)
+        args = [".venv/bin/python", "-c", query, url or self.url, json.dumps(statements)]
         return json.loads(run(args, self.path).stdout)
 
     def rows(self, query: str) -> list[list[str]]:
@@ -138,27 +142,19 @@ class Project:
         return revs
 
 
-_projects: dict[tuple[str, bool], Path] = {}
-
-
 @pytest.fixture
 def project_for(
-    tmp_path_factory: pytest.TempPathFactory,
+    shared: Callable[[str, bool], Path],
     tmp_path: Path,
     server_url: Callable[[str], str | None],
 ) -> Iterator[Callable[..., Project]]:
-    """A generated project (one per database and mode in each worker) with a fresh,
-    empty database in DATABASE_URL; revisions added by the test are removed afterwards."""
+    """The combination's generated project with a fresh, empty database in DATABASE_URL;
+    revisions added by the test are removed afterwards."""
     made: list[Project] = []
 
     def make(database: str, async_mode: bool = False) -> Project:
         server = server_url(database)
-        key = (database, async_mode)
-        if key not in _projects:
-            _projects[key] = generate(
-                tmp_path_factory.mktemp("deploy"), database, async_mode, server
-            )
-        project = Project(_projects[key], database, server)
+        project = Project(shared(database, async_mode), database, server)
         name = f"deploy_{secrets.token_hex(5)}"
         if database == "sqlite":
             project.url = f"sqlite:///{tmp_path / name}.db"
@@ -173,8 +169,7 @@ def project_for(
 
     yield make
     for project in made:
-        run(["git", "checkout", "--", "."], project.path)
-        run(["git", "clean", "-fdq", "--", "migrations"], project.path)
+        reset(project.path)
         name = project.url.rsplit("/", 1)[1]
         if project.database == "postgresql":
             project.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', url=project.server)
@@ -192,14 +187,13 @@ def one_line(text: str) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("database", "async_mode"),
-    [
+    combinations(
         ("postgresql", False),
         ("postgresql", True),
         ("mysql", False),
         ("sqlite", False),
         ("sqlite", True),
-    ],
-    ids=lambda v: str(v),
+    ),
 )
 def test_eight_concurrent_upgrades_apply_each_revision_once(
     project_for: Callable[..., Project], database: str, async_mode: bool
@@ -261,18 +255,21 @@ with engine.connect() as connection:
 """
 
 
+SYNC = combinations(("postgresql", False), ("mysql", False), ("sqlite", False))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("database", ["postgresql", "mysql", "sqlite"])
+@pytest.mark.parametrize(("database", "async_mode"), SYNC)
 def test_waiting_migrator_stops_once_another_did_its_work(
-    project_for: Callable[..., Project], database: str
+    project_for: Callable[..., Project], database: str, async_mode: bool
 ) -> None:
     """A migrator waits while another holds the lock, but only as long as there is work left
     for it: at head already, it exits 0 at once, although the lock is still taken."""
-    project = project_for(database)
+    project = project_for(database, async_mode)
     project.log_revisions(2, slow="0")
     assert project.alembic("upgrade", "r1").returncode == 0
     holder = subprocess.Popen(
-        [".venv/bin/python", "-c", HOLD_LOCK, project.url],
+        [".venv/bin/python", "-c", HOLD_LOCK.replace("demo_service", project.package), project.url],
         cwd=project.path,
         env=project_env(),
         stdin=subprocess.PIPE,
@@ -304,9 +301,11 @@ def test_waiting_migrator_stops_once_another_did_its_work(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("database", ["postgresql", "mysql", "sqlite"])
-def test_check_migrations_exit_codes(project_for: Callable[..., Project], database: str) -> None:
-    project = project_for(database)
+@pytest.mark.parametrize(("database", "async_mode"), SYNC)
+def test_check_exit_codes(
+    project_for: Callable[..., Project], database: str, async_mode: bool
+) -> None:
+    project = project_for(database, async_mode)
     project.log_revisions(2, slow="0")
 
     pending = project.db("check")
@@ -335,11 +334,15 @@ def test_check_migrations_exit_codes(project_for: Callable[..., Project], databa
     assert json.loads(heads.stdout)["status"] == "cannot_tell"
 
 
+POSTGRESQL = combinations(("postgresql", False))
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
 def test_unreachable_database_and_malformed_url_give_one_line(
-    project_for: Callable[..., Project],
+    project_for: Callable[..., Project], database: str, async_mode: bool
 ) -> None:
-    project = project_for("postgresql")
+    project = project_for(database, async_mode)
     unreachable = "postgresql://demo:secret-pw@127.0.0.1:1/demo"
     for name in ("check", "deploy"):
         done = project.db(name, url=unreachable)
@@ -356,8 +359,7 @@ def test_unreachable_database_and_malformed_url_give_one_line(
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("database", "async_mode"),
-    [("postgresql", False), ("sqlite", False), ("sqlite", True), ("mysql", False)],
-    ids=lambda v: str(v),
+    combinations(("postgresql", False), ("sqlite", False), ("sqlite", True), ("mysql", False)),
 )
 def test_failed_revision_leaves_the_last_good_revision(
     project_for: Callable[..., Project], database: str, async_mode: bool
@@ -416,8 +418,11 @@ def test_failed_revision_leaves_the_last_good_revision(
 
 
 @pytest.mark.slow
-def test_deploy_writes_sql_and_does_nothing_at_head(project_for: Callable[..., Project]) -> None:
-    project = project_for("postgresql", True)
+@pytest.mark.parametrize(("database", "async_mode"), combinations(("postgresql", True)))
+def test_deploy_writes_sql_and_does_nothing_at_head(
+    project_for: Callable[..., Project], database: str, async_mode: bool
+) -> None:
+    project = project_for(database, async_mode)
     project.log_revisions(1, slow="0")
 
     sql = project.db("deploy", "--sql")
@@ -433,10 +438,11 @@ def test_deploy_writes_sql_and_does_nothing_at_head(project_for: Callable[..., P
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
 def test_sigkill_mid_upgrade_leaves_a_consistent_state_and_frees_the_lock(
-    project_for: Callable[..., Project],
+    project_for: Callable[..., Project], database: str, async_mode: bool
 ) -> None:
-    project = project_for("postgresql")
+    project = project_for(database, async_mode)
     project.log_revisions(1, slow="0")
     project.add_revision(
         "r2",
@@ -479,12 +485,13 @@ def test_sigkill_mid_upgrade_leaves_a_consistent_state_and_frees_the_lock(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
 def test_statement_that_cannot_get_a_table_lock_is_retried(
-    project_for: Callable[..., Project],
+    project_for: Callable[..., Project], database: str, async_mode: bool
 ) -> None:
     """MIGRATION_LOCK_TIMEOUT gives up quickly; the revision is tried again and succeeds
     once the app's long transaction has let the table go."""
-    project = project_for("postgresql")
+    project = project_for(database, async_mode)
     project.log_revisions(1, slow="0")
     assert project.alembic("upgrade", "head").returncode == 0
     project.add_revision("r2", "r1", 'op.add_column("applied", sa.Column("note", sa.Text()))')
@@ -492,7 +499,7 @@ def test_statement_that_cannot_get_a_table_lock_is_retried(
         [
             ".venv/bin/python",
             "-c",
-            QUERY,
+            QUERY.replace("demo_service", project.package),
             project.url,
             json.dumps(["BEGIN", "LOCK TABLE applied", "SELECT pg_sleep(4)", "COMMIT"]),
         ],

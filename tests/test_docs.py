@@ -71,9 +71,9 @@ def test_the_tutorial_runs_as_written(
     tmp_path: Path, server_url: Callable[[str], str | None], server: str
 ) -> None:
     """The tutorial from a fresh clone: the SQLite project (serve, call the API, test, add
-    a model and its revision), then the server project of one tab. The project's names are
-    made unique, so that the role and database it creates on the shared server are this
-    test's to drop."""
+    a model and its revision), then the server project of one tab (for the second tab, only
+    that section: the first part is the same). The project's names are made unique, so that
+    the role and database it creates on the shared server are this test's to drop."""
     server_url(SERVER[server])  # fails under CI when the server does not answer
     clone = clone_as_next_release(tmp_path)
     unique = os.urandom(3).hex()
@@ -83,9 +83,12 @@ def test_the_tutorial_runs_as_written(
         "demo_service": f"demo_{unique}",
         "<template-url-or-path>": str(clone),
     }
-    reader = Reader(tmp_path, {**names, **on_a_free_port()}, (server,), project_env())
+    start = None if server == "PostgreSQL" else "server"
+    cwd = tmp_path if start is None else tmp_path / f"demo-{unique}"  # as after section 5
+    cwd.mkdir(exist_ok=True)
+    reader = Reader(cwd, {**names, **on_a_free_port()}, (server,), project_env())
     try:
-        reader.run(REPO / "docs" / "tutorial" / "getting-started.md")
+        reader.run(REPO / "docs" / "tutorial" / "getting-started.md", start=start)
     finally:
         subprocess.run(["bash", "-c", DROP[server].format(f"demo_{unique}")], capture_output=True)
     assert "passed" in reader.output and "failed" not in reader.output, reader.output

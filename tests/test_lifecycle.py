@@ -562,8 +562,11 @@ def test_the_fork_how_to_works_as_written(tmp_path: Path) -> None:
             FORK_URL: str(host),
             "0.2.0": str(forked_at),
             "0.3.0": str(upstream_next),
-            # The fast tests: the whole suite inside this one would take its time twice.
-            "uv run pytest": "uv run pytest -m 'not slow' -p no:cacheprovider -q",
+            # The tests that read the template's answers, questions, files and docs: the whole
+            # suite inside this one would take its time twice.
+            "uv run pytest": "uv run pytest -m 'not slow' -p no:cacheprovider -q "
+            "tests/test_render.py tests/test_validation.py tests/test_lifecycle.py "
+            "tests/test_docs.py",
         },
         env=project_env(**GIT_IDENTITY, TEMPLATE_ANSWER_EXAMPLES="3"),
     )

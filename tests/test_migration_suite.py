@@ -1,7 +1,11 @@
 """The rendered migration suite catches each mistake that breaks production migrations:
 inject the mistake into a generated project, run `uv run pytest -m migrations`, and expect
 the failure to name the revision and the problem. The unmodified projects pass (see
-test_generated_projects.py)."""
+test_generated_projects.py).
+
+Mistakes whose detection depends on the database (what a revision runs, what a downgrade
+leaves behind) are injected into a project of each database, and of one async driver;
+mistakes that the revision files or the models alone give away, into one project."""
 
 import re
 import textwrap
@@ -12,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import project_env, run
-from test_generated_projects import MATRIX, generate
+from projects import combinations, package_of
 
 DIALECT_ONLY_SQL = {
     # Each works on another database, not on this one.
@@ -28,6 +32,10 @@ class Project:
     database: str
     test_server: str | None
     head: str = field(init=False)
+
+    @property
+    def package(self) -> str:
+        return package_of(self.path)
 
     def __post_init__(self) -> None:
         (initial,) = (self.path / "migrations" / "versions").glob("*.py")
@@ -80,31 +88,23 @@ class Project:
         run(["git", "clean", "-fdq"], self.path)
 
 
-def combination(value: tuple[str, bool]) -> str:
-    return f"{value[0]}-{'async' if value[1] else 'sync'}"
-
-
-@pytest.fixture(scope="module", params=MATRIX, ids=combination)
-def project(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    server_url: Callable[[str], str | None],
-) -> Iterator[Project]:
-    database, async_mode = request.param
-    test_server = server_url(database)
-    path = generate(tmp_path_factory.mktemp("suite"), database, async_mode, test_server)
-    project = Project(path, database, test_server)
-    yield project
-
-
-POSTGRESQL_ONLY = pytest.mark.parametrize(
-    "project", [m for m in MATRIX if m[0] == "postgresql"], indirect=True, ids=combination
+# Where each kind of mistake is injected.
+EVERY_DATABASE = combinations(
+    ("sqlite", False), ("postgresql", False), ("mysql", False), ("postgresql", True)
 )
+ONE_PROJECT = combinations(("sqlite", False))
+POSTGRESQL = combinations(("postgresql", False))
 
 
 @pytest.fixture
-def clean(project: Project) -> Iterator[Project]:
-    project.reset()
+def clean(
+    shared: Callable[[str, bool], Path],
+    server_url: Callable[[str], str | None],
+    database: str,
+    async_mode: bool,
+) -> Iterator[Project]:
+    """The combination's project, its changes undone afterwards."""
+    project = Project(shared(database, async_mode), database, server_url(database))
     yield project
     project.reset()
 
@@ -202,40 +202,48 @@ WALK = "test_every_revision_upgrades_downgrades_cleanly_and_upgrades_again"
 
 @pytest.mark.slow
 class TestMistakesAreCaught:
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_two_heads(self, clean: Project) -> None:
         clean.add_revision("aaa111", "pass")
         clean.add_revision("bbb222", "pass")
         expect_failure(clean, "test_single_head_revision", r"aaa111", r"bbb222")
 
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_missing_down_revision(self, clean: Project) -> None:
         clean.add_revision("ccc333", "pass", down="deadbeef")
         expect_failure(
             clean, "test_every_revision_has_its_parent", r"deadbeef .*ccc333 .*not present"
         )
 
+    @pytest.mark.parametrize(("database", "async_mode"), EVERY_DATABASE)
     def test_revision_that_fails_on_this_database(self, clean: Project) -> None:
         clean.add_revision("ddd444", DIALECT_ONLY_SQL[clean.database])
         expect_failure(clean, WALK, rf"ddd444 .*fails to upgrade on {clean.database}")
 
+    @pytest.mark.parametrize(("database", "async_mode"), EVERY_DATABASE)
     def test_downgrade_that_fails(self, clean: Project) -> None:
         clean.add_revision("eee555", "pass", 'op.drop_column("users", "no_such_column")')
         expect_failure(clean, WALK, r"revision eee555 .*fails to downgrade")
 
+    @pytest.mark.parametrize(("database", "async_mode"), EVERY_DATABASE)
     def test_downgrade_that_leaves_a_table_behind(self, clean: Project) -> None:
         upgrade = 'op.create_table("audit_log", sa.Column("id", sa.Integer, primary_key=True))'
         clean.add_revision("fff666", upgrade)
         expect_failure(clean, WALK, r"downgrade of revision fff666 .*left behind: .*audit_log")
 
+    @pytest.mark.parametrize(("database", "async_mode"), EVERY_DATABASE)
     def test_downgrade_that_leaves_an_index_behind(self, clean: Project) -> None:
         upgrade = 'op.create_index("ix_users_full_name", "users", ["full_name"])'
         clean.add_revision("aab777", upgrade)
         expect_failure(clean, WALK, r"revision aab777 .*left behind: .*ix_users_full_name")
 
+    @pytest.mark.parametrize(("database", "async_mode"), EVERY_DATABASE)
     def test_downgrade_that_leaves_a_column_behind(self, clean: Project) -> None:
         upgrade = 'op.add_column("posts", sa.Column("summary", sa.String(100)))'
         clean.add_revision("aac888", upgrade)
         expect_failure(clean, WALK, r"downgrade of revision aac888 .*left behind: .*posts\.summary")
 
+    @pytest.mark.parametrize(("database", "async_mode"), EVERY_DATABASE)
     def test_downgrade_that_leaves_a_constraint_behind(self, clean: Project) -> None:
         upgrade = (  # batch mode, so that SQLite can add it too (by copying the table)
             'with op.batch_alter_table("posts") as batch_op:\n'
@@ -246,7 +254,7 @@ class TestMistakesAreCaught:
         left = r"uq_posts_title" if clean.database != "sqlite" else r"index posts\.u unique=1 title"
         expect_failure(clean, WALK, rf"downgrade of revision aac999 .*left behind: .*{left}")
 
-    @POSTGRESQL_ONLY  # enum types are objects of their own on PostgreSQL only
+    @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)  # enum types: PostgreSQL
     def test_downgrade_that_leaves_an_enum_type_behind(self, clean: Project) -> None:
         mood = 'sa.Column("mood", sa.Enum("happy", "sad", name="mood"))'
         key = 'sa.Column("id", sa.Integer, primary_key=True)'
@@ -254,12 +262,12 @@ class TestMistakesAreCaught:
         clean.add_revision("aad999", upgrade, 'op.drop_table("moods")')
         expect_failure(clean, WALK, r"downgrade of revision aad999 .*left behind: type \S*mood")
 
-    @POSTGRESQL_ONLY  # MariaDB's sequences are tables, which the table test covers
+    @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)  # MariaDB's are tables
     def test_downgrade_that_leaves_a_sequence_behind(self, clean: Project) -> None:
         clean.add_revision("aae000", 'op.execute("CREATE SEQUENCE invoice_numbers")')
         expect_failure(clean, WALK, r"revision aae000 .*left behind: .*invoice_numbers")
 
-    @POSTGRESQL_ONLY  # snapshots there re-read what a step locked, and what names it
+    @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
     def test_downgrade_that_leaves_a_renamed_column_behind(self, clean: Project) -> None:
         upgrade = 'op.alter_column("users", "id", new_column_name="uid")'
         clean.add_revision("aae111", upgrade)
@@ -272,22 +280,25 @@ class TestMistakesAreCaught:
             r"REFERENCES users\(uid\)",
         )
 
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_model_change_without_revision(self, clean: Project) -> None:
         clean.edit(
-            "src/demo_service/models/user.py",
+            f"src/{clean.package}/models/user.py",
             "    id: int | None = Field(default=None, primary_key=True)\n",
             "    id: int | None = Field(default=None, primary_key=True)\n"
             "    nickname: str | None = Field(default=None, max_length=50)\n",
         )
         expect_failure(clean, "test_models_and_migrations_agree", r"add_column.*nickname")
 
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_revision_without_model(self, clean: Project) -> None:
         upgrade = 'op.create_table("orphans", sa.Column("id", sa.Integer, primary_key=True))'
         clean.add_revision("abb111", upgrade, 'op.drop_table("orphans")')
         expect_failure(clean, "test_models_and_migrations_agree", r"remove_table.*orphans")
 
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_model_module_not_registered(self, clean: Project) -> None:
-        (clean.path / "src/demo_service/models/tag.py").write_text(
+        (clean.path / f"src/{clean.package}/models/tag.py").write_text(
             "from sqlmodel import Field, SQLModel\n\n\n"
             "class Tag(SQLModel, table=True):\n"
             '    __tablename__ = "tags"\n\n'
@@ -295,6 +306,7 @@ class TestMistakesAreCaught:
         )
         expect_failure(clean, "test_all_models_register_on_metadata", r"tags")
 
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_destructive_revision_without_opt_in(self, clean: Project) -> None:
         add = 'op.add_column("users", sa.Column("legacy", sa.String(20), nullable=True))'
         drop = 'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("legacy")'
@@ -312,7 +324,7 @@ class TestMistakesAreCaught:
         )
         expect_success(clean)
 
-    @POSTGRESQL_ONLY  # squawk lints PostgreSQL DDL
+    @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)  # squawk: PostgreSQL DDL
     def test_dangerous_locks_on_postgresql(self, clean: Project) -> None:
         upgrade = "\n".join(
             [
@@ -336,12 +348,12 @@ class TestMistakesAreCaught:
             r"adding-foreign-key-constraint|constraint-missing-not-valid",
         )
 
-    @POSTGRESQL_ONLY
+    @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
     def test_safe_postgresql_revision_passes(self, clean: Project) -> None:
         """A nullable column and an index built CONCURRENTLY outside the transaction: the
         suite passes, so squawk's rules are met by the SQL the project really runs."""
         clean.edit(
-            "src/demo_service/models/user.py",
+            f"src/{clean.package}/models/user.py",
             "    id: int | None = Field(default=None, primary_key=True)\n",
             "    id: int | None = Field(default=None, primary_key=True)\n"
             "    nickname: str | None = Field(default=None, max_length=50, index=True)\n",
@@ -366,7 +378,7 @@ class TestMistakesAreCaught:
 
 
 @pytest.mark.slow
-@POSTGRESQL_ONLY
+@pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
 def test_a_sound_history_that_moves_names_around_walks_cleanly(clean: Project) -> None:
     """No false alarm from the PostgreSQL snapshots on renames, types, functions, triggers."""
     down = None
@@ -383,7 +395,7 @@ def test_a_sound_history_that_moves_names_around_walks_cleanly(clean: Project) -
 
 
 @pytest.mark.slow
-@POSTGRESQL_ONLY
+@pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
 def test_hand_written_operations_get_the_naming_convention(clean: Project) -> None:
     """Alembic names hand-written constraints from the models' naming convention (env.py
     gives every command the models' metadata): `ck_<table>_<name>`, `uq_<table>_<columns>`,

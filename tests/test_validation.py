@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, answer_args
+from conftest import REPO, answer_args, render
 
 CASES = [
     ({"project_name": "  "}, "project_name is required"),
@@ -39,7 +39,18 @@ CASES = [
 
 @pytest.mark.parametrize(("answers", "message"), CASES, ids=lambda v: str(v))
 def test_invalid_answer_is_refused(tmp_path: Path, answers: dict, message: str) -> None:
-    args = answer_args(**answers)
+    """Copier's own API, as the CLI calls it: one line, and nothing written."""
+    with pytest.raises(ValueError) as refused:
+        render(tmp_path / "out", **answers)
+
+    assert message in str(refused.value)
+    assert len(str(refused.value).splitlines()) == 1
+    assert not (tmp_path / "out" / "pyproject.toml").exists()
+
+
+def test_on_the_command_line_the_refusal_is_the_last_line(tmp_path: Path) -> None:
+    """What a user sees: Copier's traceback ends with the validator's one line."""
+    args = answer_args(project_name="x" * 41)
 
     done = subprocess.run(
         [sys.executable, "-m", "copier", "copy", "--defaults", "--skip-tasks", "--vcs-ref=HEAD"]
@@ -51,6 +62,8 @@ def test_invalid_answer_is_refused(tmp_path: Path, answers: dict, message: str) 
 
     assert done.returncode != 0
     last_line = done.stderr.strip().splitlines()[-1]
-    assert message in last_line, done.stderr
-    assert last_line.startswith("ValueError: "), last_line
+    assert last_line == (
+        "ValueError: Validation error for question 'project_name': project_name is 41 "
+        "characters long: use at most 40 (the title of the API and README)"
+    ), done.stderr
     assert not (tmp_path / "out" / "pyproject.toml").exists()
