@@ -48,7 +48,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 
 DIRECTIVE = re.compile(r"^\s*<!-- test: (?P<verb>[\w-]+)(?::? ?(?P<argument>.*?))? -->\s*$")
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<language>[\w-]*)\s*$")

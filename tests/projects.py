@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, answer_args, project_env, run
+from helpers import REPO, answer_args, project_env, run
 
 MATRIX = [(d, a) for d in ("sqlite", "postgresql", "mysql") for a in (False, True)]
 # Each combination gets other answer values: short and long names, unicode, quotes.

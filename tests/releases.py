@@ -9,7 +9,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from conftest import REPO, project_env, run
+from helpers import REPO, project_env, run
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Template Tests",

@@ -24,7 +24,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import ANSWERS, REPO, project_env, render
+from helpers import ANSWERS, REPO, project_env, render
 
 EXAMPLES = int(os.environ.get("TEMPLATE_ANSWER_EXAMPLES", "12"))
 LEFTOVER = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")

@@ -6,17 +6,18 @@ and rows, restores, and compares per-table row counts and checksums. Then the fa
 no confirmation, a bad file, an unreachable database, a malformed URL, a missing tool.
 """
 
-import os
 import re
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pytest
 
-from conftest import SERVERS, project_env, run
+from databases import scratch_database
+from helpers import project_env, run
 from projects import combinations, package_of
 
 # Run inside the project (its settings, its driver, sync or async): fill, destroy, checksums.
@@ -110,65 +111,20 @@ EXTENSIONS = {"sqlite": "db", "postgresql": "dump", "mysql": "sql"}
 TOOLS = {"postgresql": ("pg_dump", "pg_restore"), "mysql": ("mariadb-dump", "mariadb")}
 
 
-def admin_sql(database: str, *statements: str) -> None:
-    server = urlsplit(SERVERS[database])
-    if database == "postgresql":
-        args = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", SERVERS[database]]
-        env = os.environ
-    else:
-        args = ["mariadb", "-h", server.hostname, "-P", str(server.port), "-u", server.username]
-        env = {**os.environ, "MYSQL_PWD": server.password or ""}
-    if database == "postgresql":
-        for statement in statements:
-            args += ["-c", statement]
-    else:
-        args += ["-e", "; ".join(statements)]
-    subprocess.run(args, env=env, check=True, capture_output=True, text=True)
-
-
 @pytest.fixture
-def test_database(
-    server_url: Callable[[str], str | None], tmp_path: Path
-) -> Iterator[Callable[[str], tuple[str, str]]]:
-    """Make a database and a user with a password for it: (DATABASE_URL, password)."""
-    made: list[tuple[str, str]] = []
+def test_database(tmp_path: Path) -> Iterator[Callable[[str], tuple[str, str]]]:
+    """A database of the test's own, owned by a user with a password: (DATABASE_URL,
+    password)."""
+    with ExitStack() as stack:
 
-    def make(database: str) -> tuple[str, str]:
-        name = f"backup_{secrets.token_hex(5)}"
-        # Characters that need quoting in a URL, a .pgpass line and a MySQL option file.
-        password = f"Pw{secrets.token_hex(6)}#:@;\"\\'x"
-        if database == "sqlite":
-            return f"sqlite:///{tmp_path / 'data' / 'app.db'}", password
-        server = urlsplit(server_url(database))
-        if database == "postgresql":  # standard_conforming_strings: only quotes double
-            literal = password.replace("'", "''")
-        else:
-            literal = password.replace("\\", "\\\\").replace("'", "\\'")
-        if database == "postgresql":
-            admin_sql(
-                database,
-                f"CREATE ROLE {name} LOGIN PASSWORD '{literal}'",
-                f"CREATE DATABASE {name} OWNER {name}",
-            )
-        else:
-            admin_sql(
-                database,
-                f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
-                f"CREATE USER '{name}'@'%' IDENTIFIED BY '{literal}'",
-                f"GRANT ALL ON {name}.* TO '{name}'@'%'",
-            )
-        made.append((database, name))
-        url = (
-            f"{database}://{name}:{quote(password, safe='')}@{server.hostname}:{server.port}/{name}"
-        )
-        return url, password
+        def make(database: str) -> tuple[str, str]:
+            # Characters that need quoting in a URL, a .pgpass line and a MySQL option file.
+            password = f"Pw{secrets.token_hex(6)}#:@;\"\\'x"
+            if database == "sqlite":
+                return f"sqlite:///{tmp_path / 'data' / 'app.db'}", password
+            return stack.enter_context(scratch_database(database, tmp_path, password)), password
 
-    yield make
-    for database, name in made:
-        if database == "postgresql":
-            admin_sql(database, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"DROP ROLE {name}")
-        else:
-            admin_sql(database, f"DROP DATABASE IF EXISTS {name}", f"DROP USER '{name}'@'%'")
+        yield make
 
 
 def one_line_failure(done: subprocess.CompletedProcess[str], program: str) -> str:

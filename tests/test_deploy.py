@@ -4,52 +4,21 @@ projects."""
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import project_env, run
+from databases import scratch_database, sql
+from helpers import project_env, run
 from projects import combinations, package_of, reset
-
-# Runs SQL in the project's own environment (its driver, sync or async), one JSON row list
-# per statement; AUTOCOMMIT, so that CREATE DATABASE works.
-QUERY = """
-import asyncio, json, sys
-from sqlalchemy import create_engine, pool, text
-from demo_service.core.config import to_driver_url
-
-url = to_driver_url(sys.argv[1])
-
-def work(connection):
-    out = []
-    for statement in json.loads(sys.argv[2]):
-        result = connection.execute(text(statement))
-        out.append([[str(v) for v in row] for row in result] if result.returns_rows else [])
-    return out
-
-if url.get_dialect().is_async:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    async def main():
-        engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
-        async with engine.connect() as connection:
-            result = await connection.run_sync(work)
-        await engine.dispose()
-        return result
-
-    print(json.dumps(asyncio.run(main())))
-else:
-    engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
-    with engine.connect() as connection:
-        print(json.dumps(work(connection)))
-"""
 
 
 @dataclass
@@ -66,10 +35,8 @@ class Project:
     def package(self) -> str:
         return package_of(self.path)
 
-    def sql(self, *statements: str, url: str | None = None) -> list[list[list[str]]]:
-        query = QUERY.replace("demo_service", self.package)
-        args = [".venv/bin/python", "-c", query, url or self.url, json.dumps(statements)]
-        return json.loads(run(args, self.path).stdout)
+    def sql(self, *statements: str) -> list[list[list[str]]]:
+        return sql(self.url, *statements)
 
     def rows(self, query: str) -> list[list[str]]:
         return self.sql(query)[0]
@@ -150,31 +117,15 @@ def project_for(
 ) -> Iterator[Callable[..., Project]]:
     """The combination's generated project with a fresh, empty database in DATABASE_URL;
     revisions added by the test are removed afterwards."""
-    made: list[Project] = []
+    with ExitStack() as stack:
 
-    def make(database: str, async_mode: bool = False) -> Project:
-        server = server_url(database)
-        project = Project(shared(database, async_mode), database, server)
-        name = f"deploy_{secrets.token_hex(5)}"
-        if database == "sqlite":
-            project.url = f"sqlite:///{tmp_path / name}.db"
-        elif database == "postgresql":
-            project.sql(f'CREATE DATABASE "{name}"', url=server)
-            project.url = server.rsplit("/", 1)[0] + f"/{name}"
-        else:
-            project.sql(f"CREATE DATABASE `{name}`", url=server)
-            project.url = server.rstrip("/") + f"/{name}"
-        made.append(project)
-        return project
+        def make(database: str, async_mode: bool = False) -> Project:
+            project = Project(shared(database, async_mode), database, server_url(database))
+            stack.callback(reset, project.path)
+            project.url = stack.enter_context(scratch_database(database, tmp_path))
+            return project
 
-    yield make
-    for project in made:
-        reset(project.path)
-        name = project.url.rsplit("/", 1)[1]
-        if project.database == "postgresql":
-            project.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', url=project.server)
-        elif project.database == "mysql":
-            project.sql(f"DROP DATABASE IF EXISTS `{name}`", url=project.server)
+        yield make
 
 
 def one_line(text: str) -> str:
@@ -495,22 +446,14 @@ def test_statement_that_cannot_get_a_table_lock_is_retried(
     project.log_revisions(1, slow="0")
     assert project.alembic("upgrade", "head").returncode == 0
     project.add_revision("r2", "r1", 'op.add_column("applied", sa.Column("note", sa.Text()))')
-    holder = subprocess.Popen(  # a transaction holding a lock on the table for 4 seconds
-        [
-            ".venv/bin/python",
-            "-c",
-            QUERY.replace("demo_service", project.package),
-            project.url,
-            json.dumps(["BEGIN", "LOCK TABLE applied", "SELECT pg_sleep(4)", "COMMIT"]),
-        ],
-        cwd=project.path,
-        env=project_env(),
-        stdout=subprocess.DEVNULL,
-    )
+    # The app's long transaction: it holds a lock on the table for 4 seconds.
+    statements = ("BEGIN", "LOCK TABLE applied", "SELECT pg_sleep(4)", "COMMIT")
+    holder = threading.Thread(target=sql, args=(project.url, *statements))
+    holder.start()
     waiting = "SELECT count(*) FROM pg_locks WHERE relation = 'applied'::regclass"
     deadline = time.monotonic() + 30
     while project.rows(waiting) == [["0"]]:  # until it holds the lock
-        assert time.monotonic() < deadline and holder.poll() is None
+        assert time.monotonic() < deadline and holder.is_alive()
         time.sleep(0.1)
 
     done = run(
@@ -518,7 +461,7 @@ def test_statement_that_cannot_get_a_table_lock_is_retried(
         project.path,
         project.env(MIGRATION_LOCK_TIMEOUT="200ms"),
     )
-    holder.wait(timeout=30)
+    holder.join(timeout=30)
 
     assert "trying again in 1s (1 of 3)" in done.stderr, done.stderr
     assert project.rows("SELECT version_num FROM alembic_version") == [["r2"]]

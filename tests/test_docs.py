@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, project_env, render
 from docs_runner import Reader
+from helpers import REPO, project_env, render
 from releases import clone_as_next_release
 
 

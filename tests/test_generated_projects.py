@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, answer_args, project_env, render, run
+from helpers import REPO, answer_args, project_env, render, run
 from projects import NAMES, combinations, generate, package_of
 
 SUMMARY = re.compile(r"(\d+) passed")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, answer_args, project_env, run
 from docs_runner import Reader
+from helpers import REPO, answer_args, project_env, run
 from releases import (
     GIT_IDENTITY,
     changelog_releases,

@@ -19,8 +19,8 @@ import yaml
 from copier import run_copy
 from packaging.version import Version
 
-from conftest import ANSWERS, REPO, answer_args, project_env, run
 from docs_runner import Reader
+from helpers import ANSWERS, REPO, answer_args, project_env, run
 from releases import (
     CHANGELOG_VERSION,
     GIT_IDENTITY,

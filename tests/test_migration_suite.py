@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import project_env, run
+from helpers import project_env, run
 from projects import combinations, package_of
 
 DIALECT_ONLY_SQL = {
@@ -75,11 +75,13 @@ class Project:
         assert old in text, f"{old!r} not in {relative}"
         path.write_text(text.replace(old, new, 1))
 
-    def migration_suite(self) -> tuple[bool, str]:
+    def migration_suite(self, test: str | None = None) -> tuple[bool, str]:
+        """`uv run pytest -m migrations`, or only the migration test named `test`."""
         env = project_env(CI="true")
         if self.test_server:
             env["TEST_DATABASE_URL"] = self.test_server
-        args = ["uv", "run", "pytest", "-p", "no:cacheprovider", "-m", "migrations", "-q"]
+        selection = [f"tests/test_migrations.py::{test}"] if test else ["-m", "migrations"]
+        args = ["uv", "run", "pytest", "-p", "no:cacheprovider", "-q", *selection]
         done = run(args, self.path, env, check=False)
         return done.returncode == 0, done.stdout + done.stderr
 
@@ -110,7 +112,9 @@ def clean(
 
 
 def expect_failure(project: Project, test: str, *patterns: str) -> None:
-    passed, output = project.migration_suite()
+    """The migration test `test` fails on the mistake, with a message matching `patterns`.
+    Only that test runs: what the others say about the mistake is not the point."""
+    passed, output = project.migration_suite(test)
     assert not passed, f"the suite passed despite the mistake:\n{output}"
     failed = re.findall(r"^(?:FAILED|ERROR) \S+::(\w+)", output, re.M)
     assert test in failed, f"expected {test} to fail, failed: {failed}\n{output}"

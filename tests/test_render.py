@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from conftest import REPO, render
+from helpers import REPO, render
 
 # Every value of every question appears at least once; every database x mode x models
 # combination is rendered.

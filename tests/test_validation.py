@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, answer_args, render
+from helpers import REPO, answer_args, render
 
 CASES = [
     ({"project_name": "  "}, "project_name is required"),

@@ -1,6 +1,6 @@
 """Everything that talks to the database, apart from the models.
 
-- `engine`: the app's engine and the per-request session;
+- `engine`: the app's engine (the per-request session is `api/deps.py`);
 - `connection`: connect, run, dispose, for everything else here;
 - `migrations`: how env.py runs a migration (the lock, session settings, retries);
 - `lock`: one migrator at a time;
@@ -13,12 +13,26 @@
 - `cli`: the `db` command (`uv run db --help`).
 """
 
+from importlib import import_module
 from pathlib import Path
+from typing import Any
 
-from .engine import SessionDep, create_db_engine, get_session
+from .engine import create_db_engine
 
-__all__ = ["ROOT", "SessionDep", "create_db_engine", "get_session"]
+__all__ = ["ROOT", "create_db_engine"]
 
 # The project's root, where alembic.ini and migrations/ are: uv installs the package in
 # place (editable), so its files live in the project.
 ROOT = Path(__file__).resolve().parents[3]
+
+
+def __getattr__(name: str) -> Any:
+    """`from <package>.db import SessionDep` (routes written before 0.3.0) keeps working.
+
+    The session dependency moved to `api/deps.py`: the migrations and the `db` command import
+    this package, and need neither FastAPI nor the app. Python calls this function only for
+    names the module does not define (PEP 562).
+    """
+    if name in ("SessionDep", "get_session"):
+        return getattr(import_module("..api.deps", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
