@@ -8,7 +8,9 @@ Then, on fresh databases, each repeat times:
 - eight: 8 `alembic upgrade head` started at once on another empty database; the time
   until the last one exits (one migrates, the others wait for the lock, find head, exit).
 
-The goal (issue 4): eight finish within 1.3x the time of one. Each migrator is a separate
+The goal (issue 10; issue 4's 1.3x ratio no longer binds): every migrator exits 0, exactly
+one runs the revisions (the others find head), and the last waiter exits within 0.5 s of the
+migrator that did the work. The ratio is still shown. Each migrator is a separate
 Python process whose start-up (imports) costs CPU: with fewer cores than migrators, the
 start-ups queue for the CPU, which the lock cannot help; the table shows the machine's
 `nproc` and the start-up time of one process (`alembic current` at head) to judge that.
@@ -95,8 +97,9 @@ def drop_database(project: Path, database: str, url: str) -> None:
     run([".venv/bin/python", "-c", SQL, server, json.dumps([drop])], project, env_for())
 
 
-def migrate(project: Path, url: str, count: int) -> tuple[float, int]:
-    """Seconds until the last of `count` concurrent migrators exits; how many waited."""
+def migrate(project: Path, url: str, count: int) -> tuple[float, int, float]:
+    """Seconds until the last of `count` concurrent migrators exits; how many waited; how
+    long after the migrator that did the work the last waiter exited (0 for one)."""
     start = time.perf_counter()
     processes = [
         subprocess.Popen(
@@ -109,11 +112,21 @@ def migrate(project: Path, url: str, count: int) -> tuple[float, int]:
         )
         for _ in range(count)
     ]
+    exited: dict[int, float] = {}
+    while len(exited) < count:  # their output is small: the pipes cannot fill up
+        for index, process in enumerate(processes):
+            if index not in exited and process.poll() is not None:
+                exited[index] = time.perf_counter()
+        time.sleep(0.005)
     outputs = [p.communicate()[1] for p in processes]
-    elapsed = time.perf_counter() - start
+    elapsed = max(exited.values()) - start
     if any(p.returncode != 0 for p in processes):
         fail("a migrator failed:\n" + "\n".join(outputs)[-2000:])
-    return elapsed, sum("waiting up to" in output for output in outputs)
+    workers = [i for i, output in enumerate(outputs) if "Running upgrade" in output]
+    if len(workers) != 1:
+        fail(f"{len(workers)} migrators ran revisions, not one:\n" + "\n".join(outputs)[-2000:])
+    lag = max(exited.values()) - exited[workers[0]]
+    return elapsed, sum("waiting up to" in output for output in outputs), lag
 
 
 def main() -> None:
@@ -128,17 +141,18 @@ def main() -> None:
         root = Path(directory)
         print(f"building a {args.database} project ...", file=sys.stderr)
         project = build(args.database, root, args.revisions, args.work)
-        ones, eights, waited, startups = [], [], [], []
+        ones, eights, waited, startups, lags = [], [], [], [], []
         for repeat in range(args.repeat):
             for count, samples in ((1, ones), (MIGRATORS, eights)):
                 url = fresh_database(project, args.database, root)
                 try:
-                    elapsed, waiting = migrate(project, url, count)
+                    elapsed, waiting, lag = migrate(project, url, count)
                     if count == 1:
                         current = [".venv/bin/alembic", "current"]
                         startups.append(run(current, project, env_for(url))[0])
                     else:
                         waited.append(waiting)
+                        lags.append(lag)
                 finally:
                     drop_database(project, args.database, url)
                 samples.append(elapsed)
@@ -159,7 +173,8 @@ def main() -> None:
             f"{eight:.2f}s ({min(eights):.2f}-{max(eights):.2f})",
         ),
         ("migrators that said they waited", f"{min(waited)}-{max(waited)} of {MIGRATORS}"),
-        ("ratio eight / one (goal <= 1.3)", f"{eight / one:.2f}"),
+        ("last waiter exits after the migrator, max (goal <= 0.5s)", f"{max(lags):.2f}s"),
+        ("ratio eight / one (no goal since issue 10)", f"{eight / one:.2f}"),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
