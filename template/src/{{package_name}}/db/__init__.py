@@ -14,16 +14,12 @@
 """
 
 from importlib import import_module
-from pathlib import Path
 from typing import Any
 
+from ..core.config import ROOT
 from .engine import create_db_engine
 
 __all__ = ["ROOT", "create_db_engine"]
-
-# The project's root, where alembic.ini and migrations/ are: uv installs the package in
-# place (editable), so its files live in the project.
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,12 +1,13 @@
 """Where the database stands against the revision files: what `db check` and `db deploy`
 report."""
 
+import warnings
 from dataclasses import dataclass
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
-from alembic.script.revision import ResolutionError
+from alembic.script.revision import ResolutionError, RevisionError
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
@@ -66,10 +67,22 @@ def read_current(url: URL) -> tuple[str, ...]:
         raise CannotTell(f"cannot reach the database at {where}: {first_line(error)}") from None
 
 
+def revision_heads(script: ScriptDirectory) -> list[str]:
+    """The heads of the revision files; CannotTell, with Alembic's reason, when a revision
+    names a parent that does not exist or the files cannot be read."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return script.get_heads()
+        except (RevisionError, KeyError) as error:  # Alembic warns why, then fails
+            why = "; ".join(str(w.message) for w in caught) or first_line(error)
+            raise CannotTell(f"the revision files cannot be read: {why}") from None
+
+
 def read_state(config: Config, url: URL | None = None) -> MigrationState:
     """The database's revision, the head, and the revisions between them."""
     script = ScriptDirectory.from_config(config)
-    heads = script.get_heads()
+    heads = revision_heads(script)
     if len(heads) != 1:
         found = ", ".join(heads) if heads else "none"
         raise CannotTell(

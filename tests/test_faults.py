@@ -1,0 +1,177 @@
+"""The production path under attack (issue 11): what an operator's worst day does to `db
+deploy`, `db check`, `db backup` and Alembic in generated projects, on real PostgreSQL,
+MariaDB and SQLite databases. Each test is one attack; it asserts what the operator sees
+(one line, the exit status, no password) and that no row is lost or misplaced.
+
+| attack | databases |
+| --- | --- |
+| run from a directory whose `.env` names another database | all |
+| a URL without a database name | PostgreSQL, MariaDB |
+| an unencoded `@` in the password | PostgreSQL, MariaDB |
+| a driver named in the URL but not installed | all |
+| a revision whose parent does not exist | one project |
+"""
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from databases import scratch_database, sql
+from helpers import project_env, run
+from projects import combinations, reset
+
+SYNC = combinations(("sqlite", False), ("postgresql", False), ("mysql", False))
+SERVERS_ONLY = combinations(("postgresql", False), ("mysql", False))
+OTHER_DRIVER = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+OTHER_DRIVER["mysql"] = "mysql+aiomysql"
+
+
+@pytest.fixture
+def project(shared: Callable[[str, bool], Path], database: str, async_mode: bool) -> Iterator[Path]:
+    """The combination's shared project; its files and its `.env` put back afterwards."""
+    path = shared(database, async_mode)
+    env_file = path / ".env"
+    saved = env_file.read_bytes()
+    yield path
+    env_file.write_bytes(saved)
+    reset(path)
+
+
+def db(
+    project: Path, *args: str, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess:
+    """The project's `db` command, run from `cwd` (the project by default) as an operator
+    would, with `env` on top of the environment (DATABASE_URL unset unless given)."""
+    command = [str(project / ".venv" / "bin" / "db"), *args]
+    return run(command, cwd or project, project_env(**env), check=False)
+
+
+def one_line(done: subprocess.CompletedProcess, program: str) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{program}: "), done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    return lines[0]
+
+
+def tables(url: str) -> set[str]:
+    """The tables of the database at `url`."""
+    backend = urlsplit(url).scheme
+    query = {
+        "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table'",
+        "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+        "mysql": "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()",
+    }[backend]
+    return {row[0] for row in sql(url, query)[0]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), SYNC)
+def test_a_command_run_from_another_directory_uses_the_projects_settings(
+    project: Path, tmp_path: Path, database: str
+) -> None:
+    """Attack 1: an operator runs `db deploy` from a directory with a `.env` of its own. The
+    project's settings decide: the backup, the migration and the printed path all concern
+    the project's database; the other database is left alone."""
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, project / "backups", ignore_errors=True)
+        if database == "sqlite":  # a relative path: the project's root, not the caller's
+            ours, theirs = "sqlite:///./faults.db", f"sqlite:///{tmp_path / 'elsewhere.db'}"
+            ours_file = project / "faults.db"
+            stack.callback(ours_file.unlink, missing_ok=True)
+        else:
+            ours = stack.enter_context(scratch_database(database, tmp_path))
+            theirs = stack.enter_context(scratch_database(database, tmp_path))
+        (project / ".env").write_text(f"DATABASE_URL={ours}\n")
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / ".env").write_text(f"DATABASE_URL={theirs}\n")
+
+        deployed = db(project, "deploy", cwd=elsewhere)
+
+        assert deployed.returncode == 0, deployed.stderr
+        backup = re.search(r"backup: (\S+)$", deployed.stderr, re.M)
+        assert backup and Path(backup.group(1)).parent == project / "backups", deployed.stderr
+        if database == "sqlite":
+            assert Path(backup.group(1)).name.startswith("faults-"), backup.group(1)
+            assert "alembic_version" in tables(f"sqlite:///{ours_file}")
+            assert not (elsewhere / "faults.db").exists()
+        else:
+            ours_name = urlsplit(ours).path.lstrip("/")
+            assert Path(backup.group(1)).name.startswith(f"{ours_name}-"), backup.group(1)
+            assert "alembic_version" in tables(ours)
+        assert "alembic_version" not in tables(theirs)
+        checked = db(project, "check", cwd=elsewhere)
+        assert checked.returncode == 0 and "up to date" in checked.stdout, checked
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), SERVERS_ONLY)
+def test_a_url_the_server_would_complete_silently_is_refused(project: Path, database: str) -> None:
+    """Attacks 2 and "an unencoded @": a URL without a database name (the server would pick
+    the user's database, or none; backups fell back to `postgres`/`mysql`), and a password
+    with a raw `@` (its end was taken for the host and shown). One line, nothing done."""
+    server = "127.0.0.1:5432" if database == "postgresql" else "127.0.0.1:3306"
+    no_name = f"{database}://root:pw@{server}"
+    raw_at = f"{database}://app:s3cret@Tail@{server}/app"
+    for url, reason in ((no_name, "names no database"), (raw_at, "unencoded @")):
+        for command, status in (("check", 2), ("deploy", 2), ("backup", 1)):
+            done = db(project, command, DATABASE_URL=url)
+            line = one_line(done, f"db {command}")
+            assert done.returncode == status, (command, done)
+            assert reason in line and "Tail" not in done.stdout + done.stderr, line
+    assert not (project / "backups").exists() or not any((project / "backups").iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), SYNC)
+def test_a_driver_that_is_not_installed_is_one_line(
+    project: Path, tmp_path: Path, database: str
+) -> None:
+    """ "Also": a URL naming a driver the project does not install was a traceback and exit
+    1. Now one line that names the package, and `db check`/`db deploy` exit 2 (nothing was
+    done); Alembic prints the same line after FAILED."""
+    if database == "sqlite":
+        url = f"{OTHER_DRIVER[database]}:///{tmp_path / 'x.db'}"
+    else:
+        port = 5432 if database == "postgresql" else 3306
+        url = f"{OTHER_DRIVER[database]}://u:pw@127.0.0.1:{port}/x"
+    for command, status in (("check", 2), ("deploy", 2)):
+        done = db(project, command, DATABASE_URL=url)
+        line = one_line(done, f"db {command}")
+        assert done.returncode == status and "is not installed" in line, (command, done)
+    alembic = run(
+        [str(project / ".venv" / "bin" / "alembic"), "upgrade", "head"],
+        project,
+        project_env(DATABASE_URL=url),
+        check=False,
+    )
+    assert alembic.returncode != 0 and "Traceback" not in alembic.stderr, alembic.stderr
+    assert "is not installed" in alembic.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), combinations(("sqlite", False)))
+def test_a_revision_whose_parent_is_missing_is_a_verdict_not_a_traceback(
+    project: Path, tmp_path: Path
+) -> None:
+    """A revision file whose down_revision names no revision: `db check` and `db deploy`
+    exit 2 with Alembic's reason in one line, and migrate nothing."""
+    versions = project / "migrations" / "versions"
+    (versions / "2099_01_01_0000-orphan1_orphan.py").write_text(
+        '"""orphan"""\n\nrevision = "orphan1"\ndown_revision = "deadbeef"\n'
+        "branch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n    pass\n\n\n"
+        "def downgrade() -> None:\n    pass\n"
+    )
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    for command in ("check", "deploy"):
+        done = db(project, command, DATABASE_URL=url)
+        line = one_line(done, f"db {command}")
+        assert done.returncode == 2, done
+        assert "deadbeef" in line and "orphan1" in line, line
+    assert not (tmp_path / "app.db").exists() or "alembic_version" not in tables(url)
