@@ -42,25 +42,29 @@ def server_reachable(url: str) -> bool:
         return False
 
 
-def sql(url: str, *statements: str) -> list[list[list[str]]]:
-    """Run each statement on the database at `url` (a project's DATABASE_URL, any driver
-    named in it) in AUTOCOMMIT; return each one's rows, every value as a string."""
+@contextmanager
+def connect(url: str, **options: object) -> Iterator[sa.Connection]:
+    """A connection to the database at `url` (a project's DATABASE_URL, any driver named in
+    it) through the tests' own driver for that database."""
     parsed = sa.make_url(url)
-    backend = parsed.get_backend_name()
-    engine = sa.create_engine(
-        parsed.set(drivername=DRIVERS[backend]),
-        isolation_level="AUTOCOMMIT",
-        poolclass=pool.NullPool,
-    )
-    results = []
+    driver = DRIVERS[parsed.get_backend_name()]
+    engine = sa.create_engine(parsed.set(drivername=driver), poolclass=pool.NullPool, **options)
     try:
         with engine.connect() as connection:
-            for statement in statements:
-                result = connection.execute(sa.text(statement))
-                rows = [[str(v) for v in row] for row in result] if result.returns_rows else []
-                results.append(rows)
+            yield connection
     finally:
         engine.dispose()
+
+
+def sql(url: str, *statements: str) -> list[list[list[str]]]:
+    """Run each statement on the database at `url` in AUTOCOMMIT; return each one's rows,
+    every value as a string."""
+    results = []
+    with connect(url, isolation_level="AUTOCOMMIT") as connection:
+        for statement in statements:
+            result = connection.execute(sa.text(statement))
+            rows = [[str(v) for v in row] for row in result] if result.returns_rows else []
+            results.append(rows)
     return results
 
 

@@ -10,19 +10,26 @@ MariaDB and SQLite databases. Each test is one attack; it asserts what the opera
 | an unencoded `@` in the password | PostgreSQL, MariaDB |
 | a driver named in the URL but not installed | all |
 | a revision whose parent does not exist | one project |
+| `db backup` killed (SIGKILL) mid-dump: no file holds the password | PostgreSQL, MariaDB |
+| a MySQL password with `"` followed by `#` | MariaDB |
 """
 
+import os
 import re
+import secrets
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import sqlalchemy as sa
 
-from databases import scratch_database, sql
+from databases import connect, scratch_database, sql
 from helpers import project_env, run
 from projects import combinations, reset
 
@@ -175,3 +182,87 @@ def test_a_revision_whose_parent_is_missing_is_a_verdict_not_a_traceback(
         assert done.returncode == 2, done
         assert "deadbeef" in line and "orphan1" in line, line
     assert not (tmp_path / "app.db").exists() or "alembic_version" not in tables(url)
+
+
+# What shows that a backup tool waits for the table lock the test holds.
+DUMP_WAITS = {
+    "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'db backup' "
+    "AND wait_event_type = 'Lock'",
+    "mysql": "SELECT count(*) FROM information_schema.processlist "
+    "WHERE state LIKE 'Waiting for table metadata lock%'",
+}
+HOLD_TABLE = {
+    "postgresql": "LOCK TABLE users IN ACCESS EXCLUSIVE MODE",
+    "mysql": "LOCK TABLES users WRITE",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), SERVERS_ONLY)
+def test_a_killed_backup_leaves_no_file_with_the_password(
+    project: Path, tmp_path: Path, database: str
+) -> None:
+    """Attack 9: `db backup` killed with SIGKILL while its dump tool runs. Nothing that
+    holds the password was ever written to the temporary directory, so nothing is left
+    there: the tools get it in their own environment."""
+    password = f"Pw{secrets.token_hex(6)}"
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    with scratch_database(database, tmp_path, password) as url:
+        run(
+            [str(project / ".venv" / "bin" / "alembic"), "upgrade", "head"],
+            project,
+            project_env(DATABASE_URL=url),
+        )
+        with connect(url) as holder:
+            holder.execute(sa.text(HOLD_TABLE[database]))  # the dump will wait for it
+            backup = subprocess.Popen(
+                [
+                    str(project / ".venv" / "bin" / "db"),
+                    "backup",
+                    "--output-dir",
+                    str(tmp_path / "backups"),
+                ],
+                cwd=project,
+                env=project_env(DATABASE_URL=url, TMPDIR=str(temporary)),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            deadline = time.monotonic() + 30
+            while sql(url, DUMP_WAITS[database])[0] == [["0"]]:
+                assert time.monotonic() < deadline and backup.poll() is None
+                time.sleep(0.1)
+            written = [p for p in temporary.rglob("*") if p.is_file()]
+            os.killpg(backup.pid, signal.SIGKILL)
+            backup.wait()
+            holder.rollback()
+    holding = [p for p in written if password in p.read_text(errors="replace")]
+    assert holding == [], f"files with the password while the dump ran: {holding}"
+    assert [p for p in temporary.rglob("*")] == [], "the killed backup left files behind"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), combinations(("mysql", False)))
+def test_a_mysql_password_with_a_quote_then_a_hash_backs_up_and_restores(
+    project: Path, tmp_path: Path
+) -> None:
+    """Attack 10: a password with `"` followed by `#` was cut at the `#` in the option file
+    (a comment there): backups said "Access denied". Backup and restore work."""
+    password = f"Pw\"#{secrets.token_hex(4)}'x;"
+    with scratch_database("mysql", tmp_path, password) as url:
+        env = {"DATABASE_URL": url}
+        upgraded = run(
+            [str(project / ".venv" / "bin" / "alembic"), "upgrade", "head"],
+            project,
+            project_env(**env),
+            check=False,
+        )
+        assert upgraded.returncode == 0, upgraded.stderr
+        made = db(project, "backup", "--output-dir", str(tmp_path / "backups"), **env)
+        assert made.returncode == 0, made.stderr
+        path = made.stdout.splitlines()[-1]
+        restored = db(project, "restore", path, "--yes", **env)
+        assert restored.returncode == 0, restored.stderr
+        for done in (made, restored):
+            assert password not in done.stdout + done.stderr
