@@ -12,6 +12,7 @@ MariaDB and SQLite databases. Each test is one attack; it asserts what the opera
 | a revision whose parent does not exist | one project |
 | `db backup` killed (SIGKILL) mid-dump: no file holds the password | PostgreSQL, MariaDB |
 | a MySQL password with `"` followed by `#` | MariaDB |
+| a revision that raises a Python error | SQLite, PostgreSQL, MariaDB |
 """
 
 import os
@@ -266,3 +267,31 @@ def test_a_mysql_password_with_a_quote_then_a_hash_backs_up_and_restores(
         assert restored.returncode == 0, restored.stderr
         for done in (made, restored):
             assert password not in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), SYNC)
+def test_a_revision_that_raises_a_python_error_gets_a_verdict(
+    project: Path, tmp_path: Path, database: str
+) -> None:
+    """ "Also": a revision raising a Python error (a data check, a bug) was a traceback with
+    no verdict. Now one line: which revision failed, with the error, where the database is,
+    and how to restore the backup taken first; exit 1."""
+    versions = project / "migrations" / "versions"
+    (initial,) = versions.glob("*.py")
+    parent = re.search(r'^revision: str = "(\w+)"', initial.read_text(), re.M).group(1)
+    (versions / "2099_01_01_0000-boom01_boom.py").write_text(
+        f'"""boom"""\n\nrevision = "boom01"\ndown_revision = "{parent}"\n'
+        "branch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n"
+        '    raise RuntimeError("users hold rows this revision cannot convert")\n\n\n'
+        "def downgrade() -> None:\n    pass\n"
+    )
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, project / "backups", ignore_errors=True)
+        url = stack.enter_context(scratch_database(database, tmp_path))
+        done = db(project, "deploy", DATABASE_URL=url)
+        line = done.stderr.strip().splitlines()[-1]  # after the list of pending revisions
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done
+        assert "revision boom01" in line, line
+        assert "RuntimeError: users hold rows this revision cannot convert" in line, line
+        assert "the database is at " in line and "uv run db restore" in line, line

@@ -213,6 +213,10 @@ def deploy(
         text = failure(first_line(error), backup)
         emit(as_json, {**summary, "status": "failed", "error": text, "backup": str(backup)})
         raise fail("deploy", text) from None
+    except Exception as error:  # a revision's own Python error: a verdict all the same
+        text = failure(f"{type(error).__name__}: {first_line(error)}", backup)
+        emit(as_json, {**summary, "status": "failed", "error": text, "backup": str(backup)})
+        raise fail("deploy", text) from None
     say(
         "deploy",
         f"done: {describe(before.current)} -> {describe(after.current)} in "
