@@ -10,7 +10,7 @@ MariaDB and SQLite databases. Each test is one attack; it asserts what the opera
 | an unencoded `@` in the password | PostgreSQL, MariaDB |
 | a driver named in the URL but not installed | all |
 | a revision whose parent does not exist | one project |
-| `db backup` killed (SIGKILL) mid-dump: no file holds the password | PostgreSQL, MariaDB |
+| `db backup` killed: no file with the password; its partial file removed next time | PG, MariaDB |
 | a MySQL password with `"` followed by `#` | MariaDB |
 | a revision that raises a Python error | SQLite, PostgreSQL, MariaDB |
 """
@@ -200,7 +200,7 @@ HOLD_TABLE = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("database", "async_mode"), SERVERS_ONLY)
-def test_a_killed_backup_leaves_no_file_with_the_password(
+def test_a_killed_backup_leaves_no_password_and_its_partial_file_is_removed(
     project: Path, tmp_path: Path, database: str
 ) -> None:
     """Attack 9: `db backup` killed with SIGKILL while its dump tool runs. Nothing that
@@ -238,6 +238,12 @@ def test_a_killed_backup_leaves_no_file_with_the_password(
             os.killpg(backup.pid, signal.SIGKILL)
             backup.wait()
             holder.rollback()
+        # "Also": the next backup removes the killed one's partial file, and only that.
+        again = db(project, "backup", "--output-dir", str(tmp_path / "backups"), DATABASE_URL=url)
+        assert again.returncode == 0, again.stderr
+        assert "left by a backup that did not finish" in again.stderr, again.stderr
+    kept = sorted(p.name for p in (tmp_path / "backups").iterdir())
+    assert kept == [Path(again.stdout.splitlines()[-1]).name], kept
     holding = [p for p in written if password in p.read_text(errors="replace")]
     assert holding == [], f"files with the password while the dump ran: {holding}"
     assert [p for p in temporary.rglob("*")] == [], "the killed backup left files behind"

@@ -8,6 +8,7 @@ project's own (`postgresql`, `mysql` or `sqlite`), picked by the URL's dialect. 
 failure is a `BackupError` whose message is one line without the password.
 """
 
+import fcntl
 import importlib
 import os
 import re
@@ -27,6 +28,7 @@ from ..connection import run_with_connection
 
 TIMESTAMP = r"\d{8}T\d{6}\.\d{3}Z"
 PROGRESS_SECONDS = 5.0
+PARTIAL = "partial"  # in the name of a backup being written: .<database>-<time>-partial.<ext>
 # Where progress goes: one line at a time (the CLI prints it on stderr).
 Progress = Callable[[str], None]
 
@@ -100,6 +102,27 @@ def prune(directory: Path, url: URL, keep: int) -> list[Path]:
     return removed
 
 
+def remove_abandoned(directory: Path) -> list[Path]:
+    """Delete the partial backups in `directory` that no running backup is writing: their
+    writer was killed, and its lock went with it. One being written is left alone."""
+    removed = []
+    for path in directory.glob(f".*-{PARTIAL}.*"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # finished meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        else:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
 def megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB"
 
@@ -131,10 +154,15 @@ def back_up(url: URL, directory: Path, progress: Progress, keep: int | None = No
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as error:
         raise BackupError(f"cannot create {directory}: {error.strerror}") from None
-    # Written under a temporary name, renamed once complete and its revision known.
-    partial = directory / f".{backup_name(url, 'partial')}"
-    os.close(create_private(partial))
+    # Written under a temporary name, renamed once complete and its revision known. The
+    # lock on it lasts as long as this process: a later backup tells a partial file that
+    # is being written from one whose writer was killed.
+    partial = directory / f".{backup_name(url, PARTIAL)}"
+    fd = create_private(partial)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for abandoned in remove_abandoned(directory):
+            progress(f"removed {abandoned.name}, left by a backup that did not finish")
         report = lambda: f"{megabytes(partial.stat().st_size)} written"  # noqa: E731
         with ticker(progress, report):
             module.dump(url, partial, progress)
@@ -143,6 +171,7 @@ def back_up(url: URL, directory: Path, progress: Progress, keep: int | None = No
         partial.rename(path)
     finally:
         partial.unlink(missing_ok=True)
+        os.close(fd)
     progress(f"wrote {megabytes(path.stat().st_size)} of {where(url)} at revision {revision}")
     for old in prune(directory, url, keep) if keep else ():
         progress(f"removed the old backup {old.name}")
