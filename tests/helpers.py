@@ -78,3 +78,13 @@ def render(dst: Path, skip_tasks: bool = True, **answers: object) -> Path:
         quiet=True,
     )
     return dst
+
+
+def one_line_failure(done: subprocess.CompletedProcess[str], program: str) -> str:
+    """The command failed with exactly one line on stderr, `<program>: ...`, and no
+    traceback anywhere; that line."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0, done
+    assert len(lines) == 1 and lines[0].startswith(f"{program}: "), done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    return lines[0]

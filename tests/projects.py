@@ -7,6 +7,7 @@ after another: each combination is generated once per run. A test that changes t
 puts it back (`reset`) when it is done.
 """
 
+import re
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,9 @@ def reset(project: Path) -> None:
 
 def package_of(project: Path) -> str:
     return yaml.safe_load((project / ".copier-answers.yml").read_text())["package_name"]
+
+
+def initial_revision(project: Path) -> str:
+    """The id of the revision the bootstrap wrote (the only one in a fresh project)."""
+    (initial,) = (project / "migrations" / "versions").glob("*_initial_schema.py")
+    return re.search(r'^revision: str = "(\w+)"', initial.read_text(), re.M).group(1)

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from databases import scratch_database
-from helpers import project_env, run
+from helpers import one_line_failure, project_env, run
 from projects import combinations, package_of
 
 # Run inside the project (its settings, its driver, sync or async): fill, destroy, checksums.
@@ -125,14 +125,6 @@ def test_database(tmp_path: Path) -> Iterator[Callable[[str], tuple[str, str]]]:
             return stack.enter_context(scratch_database(database, tmp_path, password)), password
 
         yield make
-
-
-def one_line_failure(done: subprocess.CompletedProcess[str], program: str) -> str:
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode != 0, done
-    assert len(lines) == 1 and lines[0].startswith(f"{program}: "), done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
-    return lines[0]
 
 
 @pytest.mark.slow

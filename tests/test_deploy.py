@@ -19,7 +19,7 @@ import pytest
 
 from databases import scratch_database, sql
 from helpers import project_env, run
-from projects import combinations, package_of, reset
+from projects import combinations, initial_revision, package_of, reset
 
 
 @dataclass
@@ -52,9 +52,7 @@ class Project:
 
     @property
     def initial(self) -> str:
-        (initial,) = (self.path / "migrations" / "versions").glob("2*_initial_schema.py")
-        text = initial.read_text()
-        return text.split('revision: str = "', 1)[1].split('"', 1)[0]
+        return initial_revision(self.path)
 
     def add_revision(self, rev: str, down: str, upgrade: str, downgrade: str = "pass") -> None:
         source = "\n".join(

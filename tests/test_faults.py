@@ -31,8 +31,8 @@ import pytest
 import sqlalchemy as sa
 
 from databases import connect, scratch_database, sql
-from helpers import project_env, run
-from projects import combinations, reset
+from helpers import one_line_failure, project_env, run
+from projects import combinations, initial_revision, reset
 
 SYNC = combinations(("sqlite", False), ("postgresql", False), ("mysql", False))
 SERVERS_ONLY = combinations(("postgresql", False), ("mysql", False))
@@ -58,13 +58,6 @@ def db(
     would, with `env` on top of the environment (DATABASE_URL unset unless given)."""
     command = [str(project / ".venv" / "bin" / "db"), *args]
     return run(command, cwd or project, project_env(**env), check=False)
-
-
-def one_line(done: subprocess.CompletedProcess, program: str) -> str:
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{program}: "), done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
-    return lines[0]
 
 
 def tables(url: str) -> set[str]:
@@ -130,7 +123,7 @@ def test_a_url_the_server_would_complete_silently_is_refused(project: Path, data
     for url, reason in ((no_name, "names no database"), (raw_at, "unencoded @")):
         for command, status in (("check", 2), ("deploy", 2), ("backup", 1)):
             done = db(project, command, DATABASE_URL=url)
-            line = one_line(done, f"db {command}")
+            line = one_line_failure(done, f"db {command}")
             assert done.returncode == status, (command, done)
             assert reason in line and "Tail" not in done.stdout + done.stderr, line
     assert not (project / "backups").exists() or not any((project / "backups").iterdir())
@@ -151,7 +144,7 @@ def test_a_driver_that_is_not_installed_is_one_line(
         url = f"{OTHER_DRIVER[database]}://u:pw@127.0.0.1:{port}/x"
     for command, status in (("check", 2), ("deploy", 2)):
         done = db(project, command, DATABASE_URL=url)
-        line = one_line(done, f"db {command}")
+        line = one_line_failure(done, f"db {command}")
         assert done.returncode == status and "is not installed" in line, (command, done)
     alembic = run(
         [str(project / ".venv" / "bin" / "alembic"), "upgrade", "head"],
@@ -179,7 +172,7 @@ def test_a_revision_whose_parent_is_missing_is_a_verdict_not_a_traceback(
     url = f"sqlite:///{tmp_path / 'app.db'}"
     for command in ("check", "deploy"):
         done = db(project, command, DATABASE_URL=url)
-        line = one_line(done, f"db {command}")
+        line = one_line_failure(done, f"db {command}")
         assert done.returncode == 2, done
         assert "deadbeef" in line and "orphan1" in line, line
     assert not (tmp_path / "app.db").exists() or "alembic_version" not in tables(url)
@@ -284,8 +277,7 @@ def test_a_revision_that_raises_a_python_error_gets_a_verdict(
     no verdict. Now one line: which revision failed, with the error, where the database is,
     and how to restore the backup taken first; exit 1."""
     versions = project / "migrations" / "versions"
-    (initial,) = versions.glob("*.py")
-    parent = re.search(r'^revision: str = "(\w+)"', initial.read_text(), re.M).group(1)
+    parent = initial_revision(project)
     (versions / "2099_01_01_0000-boom01_boom.py").write_text(
         f'"""boom"""\n\nrevision = "boom01"\ndown_revision = "{parent}"\n'
         "branch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers import project_env, run
-from projects import combinations, package_of
+from projects import combinations, initial_revision, package_of
 
 DIALECT_ONLY_SQL = {
     # Each works on another database, not on this one.
@@ -38,8 +38,7 @@ class Project:
         return package_of(self.path)
 
     def __post_init__(self) -> None:
-        (initial,) = (self.path / "migrations" / "versions").glob("*.py")
-        self.head = re.search(r'^revision: str = "(\w+)"', initial.read_text(), re.M).group(1)
+        self.head = initial_revision(self.path)
 
     def add_revision(
         self, rev: str, upgrade: str, downgrade: str = "pass", down: str | None = None, extra=""
