@@ -98,6 +98,8 @@ def scratch_database(database: str, directory: Path, password: str | None = None
             create += [
                 f"CREATE USER '{name}'@'%' IDENTIFIED BY '{literal}'",
                 f"GRANT ALL ON `{name}`.* TO '{name}'@'%'",
+                # the scratch databases of `db restore` (mysql.scratch_databases)
+                f"GRANT ALL ON `{name}\\_restore\\_%`.* TO '{name}'@'%'",
             ]
             drop += [f"DROP USER IF EXISTS '{name}'@'%'"]
     sql(SERVERS[database], *create)

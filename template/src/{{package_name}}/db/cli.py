@@ -262,11 +262,18 @@ def backup(
 def restore(
     file: Annotated[Path, typer.Argument(help="a backup written by `db backup`")],
     yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1, metavar="SECONDS", help="give up when the app's locks last longer than this"
+        ),
+    ] = 30.0,
 ) -> None:
-    """Restore a backup into the database.
+    """Restore a backup into the database: afterwards it holds what the backup holds.
 
-    The database is the one DATABASE_URL names. What the backup holds replaces the current
-    data of those tables. Asks first, unless --yes."""
+    The database is the one DATABASE_URL names. Tables created since the backup are dropped.
+    The backup is checked whole before anything changes, and the restore happens whole or
+    not at all; it holds the migration lock meanwhile. Asks first, unless --yes."""
     url = database_url("restore")
     path = file.resolve()
     try:
@@ -279,7 +286,7 @@ def restore(
             if not typer.confirm(f"Replace the data in {target} with {path.name}?"):
                 raise fail("restore", "nothing restored")
         with progress("restore", "restoring") as report:
-            revision = backups.restore(url, path, report)
+            revision = backups.restore(url, path, report, lock_timeout)
     except backups.BackupError as error:
         raise fail("restore", str(error)) from None
     print(f"restored {path.name} into {target}: the database is at revision {revision}")

@@ -20,11 +20,13 @@ from pathlib import Path
 from types import ModuleType
 
 from alembic.runtime.migration import MigrationContext
+from alembic.util import CommandError
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..connection import run_with_connection
+from ..lock import migration_lock
 
 TIMESTAMP = r"\d{8}T\d{6}\.\d{3}Z"
 PROGRESS_SECONDS = 5.0
@@ -185,7 +187,25 @@ def check(url: URL, path: Path) -> None:
     backend(url).check(path, url)
 
 
-def restore(url: URL, path: Path, progress: Progress) -> str:
-    """Restore the checked backup at `path` into the database; the revision it is at after."""
-    backend(url).restore(url, path, progress)
+def restore(url: URL, path: Path, progress: Progress, lock_timeout: float) -> str:
+    """Restore the checked backup at `path` into the database; the revision it is at after.
+
+    It holds the migration lock meanwhile, so that no migrator runs half-way through it. The
+    database ends up holding what the backup holds, nothing else (objects created since are
+    dropped), or, on any failure, stays as it was. Waiting for the app's locks on its tables
+    gives up after `lock_timeout` seconds."""
+    module = backend(url)
+    module.check_reachable(url)
+
+    def work(connection: Connection) -> None:
+        with migration_lock(connection, None):
+            module.restore(url, path, progress, connection, lock_timeout)
+
+    try:
+        run_with_connection(url, work)
+    except CommandError as error:  # the migration lock: another migrator kept it
+        raise BackupError(f"{error}; nothing was restored") from None
+    except (SQLAlchemyError, OSError) as error:
+        reason = scrub(str(getattr(error, "orig", None) or error), url)
+        raise BackupError(f"restoring into {where(url)} failed: {reason}") from None
     return current_revision(url)
