@@ -16,6 +16,8 @@ MariaDB and SQLite databases. Each test is one attack; it asserts what the opera
 | a backup damaged in the middle: the restore changes nothing | PostgreSQL, MariaDB |
 | a half-applied revision, then restore and redeploy: they converge | PostgreSQL, MariaDB |
 | a restore behind an open transaction gives up after --lock-timeout | PostgreSQL, MariaDB |
+| a deploy that never got the lock: nothing changed, no restore suggested | all |
+| the migrating connection cut: the migrator stops, the next converges | PostgreSQL |
 """
 
 import hashlib
@@ -285,7 +287,7 @@ def test_a_revision_that_raises_a_python_error_gets_a_verdict(
 ) -> None:
     """ "Also": a revision raising a Python error (a data check, a bug) was a traceback with
     no verdict. Now one line: which revision failed, with the error, where the database is,
-    and how to restore the backup taken first; exit 1."""
+    and that it changed nothing, so nothing is to be restored; exit 1."""
     versions = project / "migrations" / "versions"
     parent = initial_revision(project)
     (versions / "2099_01_01_0000-boom01_boom.py").write_text(
@@ -302,7 +304,8 @@ def test_a_revision_that_raises_a_python_error_gets_a_verdict(
         assert done.returncode == 1 and "Traceback" not in done.stderr, done
         assert "revision boom01" in line, line
         assert "RuntimeError: users hold rows this revision cannot convert" in line, line
-        assert "the database is at " in line and "uv run db restore" in line, line
+        assert "the database is at " in line and "nothing to restore" in line, line
+        assert "db restore" not in line, line
 
 
 def fingerprint(url: str) -> dict[str, tuple[int, str]]:
@@ -478,3 +481,118 @@ def test_a_restore_behind_an_open_transaction_gives_up_in_time(
         assert took < 30, f"the restore gave up only after {took:.0f}s"
         assert fingerprint(url) == before
         assert scratch_left(database, url) == []
+
+
+def sleeping_revision(project: Path, marker: Path, seconds: float, server: bool = False) -> None:
+    """A new head revision that creates the table `slept`, then touches `marker` and
+    sleeps `seconds` holding the migration lock: in Python, or in the server (PostgreSQL's
+    pg_sleep). SLEEP in its environment sets other seconds."""
+    sleep = 'op.execute(f"SELECT pg_sleep({seconds})")' if server else "time.sleep(seconds)"
+    (project / "migrations" / "versions" / "2099_01_01_0000-slow01_slow.py").write_text(
+        f'"""slow"""\n\nimport os\nimport time\nfrom pathlib import Path\n\n'
+        "import sqlalchemy as sa\nfrom alembic import op\n\n"
+        f'revision = "slow01"\ndown_revision = "{initial_revision(project)}"\n'
+        "branch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n"
+        '    op.create_table("slept", sa.Column("id", sa.Integer(), primary_key=True))\n'
+        f"    Path({str(marker)!r}).touch()\n"
+        f'    seconds = float(os.environ.get("SLEEP", {seconds}))\n'
+        f"    if seconds:\n        {sleep}\n\n\n"
+        'def downgrade() -> None:\n    op.drop_table("slept")\n'
+    )
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), SYNC)
+def test_a_deploy_that_never_got_the_lock_says_nothing_changed(
+    project: Path, tmp_path: Path, database: str
+) -> None:
+    """Attack 3: every failure suggested restoring the backup, also when the deploy merely
+    waited too long for another migrator's lock, and following it threw away every row
+    written since. Now: one line that says another migrator holds the lock and nothing was
+    migrated, no restore; the other migrator finishes its work."""
+    marker = tmp_path / "started"
+    sleeping_revision(project, marker, seconds=8)
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, project / "backups", ignore_errors=True)
+        url = stack.enter_context(scratch_database(database, tmp_path))
+        other = subprocess.Popen(
+            [str(project / ".venv" / "bin" / "alembic"), "upgrade", "head"],
+            cwd=project,
+            env=project_env(DATABASE_URL=url),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stack.callback(other.kill)
+        wait_for(marker.exists, other)
+
+        done = db(project, "deploy", DATABASE_URL=url, MIGRATION_LOCK_WAIT="1")
+
+        assert other.wait(timeout=60) == 0, other.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "another migrator still holds the lock" in line, line
+    assert "nothing was migrated" in line and "restore" not in line, line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), combinations(("postgresql", False)))
+def test_a_migrator_whose_connection_is_cut_stops_and_the_next_converges(
+    project: Path, tmp_path: Path
+) -> None:
+    """Attack 5: the server closed the idle connection that held the lock while another
+    connection migrated, and a second migrator ran at the same time. The lock lives on the
+    migrating connection: cutting it (pg_terminate_backend, as idle and statement timeouts
+    do) stops the migrator at once, its revision rolled back, with a verdict that needs no
+    restore; the migrator waiting behind it then migrates, once."""
+    marker = tmp_path / "started"
+    sleeping_revision(project, marker, seconds=60, server=True)
+    with ExitStack() as stack:
+        url = stack.enter_context(scratch_database("postgresql", tmp_path))
+        first = subprocess.Popen(
+            [str(project / ".venv" / "bin" / "db"), "deploy", "--no-backup"],
+            cwd=project,
+            env=project_env(DATABASE_URL=url),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stack.callback(first.kill)
+        wait_for(marker.exists, first)
+        marker.unlink()
+        second = subprocess.Popen(
+            [str(project / ".venv" / "bin" / "alembic"), "upgrade", "head"],
+            cwd=project,
+            # long enough for the first to give its verdict before this one is done
+            env=project_env(DATABASE_URL=url, SLEEP="3"),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stack.callback(second.kill)
+        waiting = "another migrator holds the lock"
+        time.sleep(2)  # the second is waiting for the lock now
+        assert second.poll() is None and not marker.exists()
+        name = urlsplit(url).path.lstrip("/")
+        cut = sql(
+            url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+            f"'{name}' AND query LIKE 'SELECT pg_sleep%'",
+        )[0]
+        assert cut == [["True"]], cut
+        start = time.monotonic()
+        _, stderr = first.communicate(timeout=30)
+        stopped_after = time.monotonic() - start
+        _, second_stderr = second.communicate(timeout=60)
+        version = sql(url, "SELECT version_num FROM alembic_version")[0]
+    line = stderr.strip().splitlines()[-1]
+    assert first.returncode == 1 and "Traceback" not in stderr, stderr
+    assert "rolled back whole" in line and "nothing to restore" in line, line
+    assert stopped_after < 10, f"the cut migrator went on for {stopped_after:.0f}s"
+    assert second.returncode == 0 and waiting in second_stderr, second_stderr
+    assert version == [["slow01"]]

@@ -3,7 +3,7 @@
     uv run db check [--json]            is the database at head? (0 yes, 1 pending, 2 cannot tell)
     uv run db deploy [--no-backup]      back up, migrate to head under the lock, verify
     uv run db backup [--keep N]         a private, timestamped backup; its path is printed last
-    uv run db restore FILE [--yes]      restore a backup into the configured database
+    uv run db restore FILE [--yes]      make the database hold what a backup holds, or fail whole
     uv run db bootstrap                 finish a fresh project (what `copier copy` ran)
 
 Each reads DATABASE_URL (environment or .env) through the project's settings. A failure is
@@ -11,7 +11,6 @@ one line on stderr, `db <command>: <what happened and what to do>`, never a trac
 """
 
 import json
-import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -27,10 +26,12 @@ from rich.console import Console
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..core.config import DATABASE, SettingsError, get_settings
+from ..core.config import SettingsError, get_settings
 from . import ROOT, backups
 from .bootstrap import BootstrapError, bootstrap_project
+from .lock import LockNotAcquired
 from .status import CannotTell, MigrationState, describe, first_line, message, read_state
+from .verdict import Watch, deploy_failed
 
 UP_TO_DATE, PENDING, CANNOT_TELL = 0, 1, 2  # db check
 DONE, FAILED = 0, 1  # the other commands; db deploy also exits 2 when it cannot tell
@@ -134,29 +135,6 @@ def write_sql(state: MigrationState, output: Path | None) -> None:
     say("deploy", f"wrote the SQL of {len(state.pending)} pending migration(s) to {output}")
 
 
-def failure(reason: str, backup: Path | None) -> str:
-    """Which revision failed, where the database is, and how to restore the backup."""
-    try:
-        now = read_state(alembic_config())
-    except CannotTell as error:
-        where, failed = f"where the database is cannot be told ({error})", ""
-    else:
-        where, failed = f"the database is at {describe(now.current)}", ""
-        if now.pending:
-            failed = f"revision {now.pending[0].revision} ({message(now.pending[0])}) "
-            if DATABASE == "mysql":
-                where += (
-                    f" (MySQL/MariaDB cannot roll back DDL: part of {now.pending[0].revision} "
-                    "may be applied)"
-                )
-    restore = (
-        f"restore the backup with: uv run db restore {shlex.quote(str(backup))} --yes"
-        if backup
-        else "no backup was taken (--no-backup)"
-    )
-    return f"{failed}failed: {reason}; {where}; {restore}"
-
-
 @app.command()
 def deploy(
     no_backup: Annotated[
@@ -194,14 +172,16 @@ def deploy(
     say("deploy", f"{len(before.pending)} migration(s) pending, from {describe(before.current)}:")
     for revision in before.pending:
         say("deploy", f"  {revision.revision}  {message(revision)}")
-    backup = None
+    backup, watch = None, None
     try:
         if not no_backup:
             with progress("deploy", "backing up") as report:
                 backup = backups.back_up(database_url("deploy"), ROOT / "backups", report)
         start = time.monotonic()
+        watch = Watch(database_url("deploy"))
         config = alembic_config()
         config.attributes["destination"] = "head"
+        config.attributes["on_version_apply"] = [watch.on_version_apply]
         command.upgrade(config, "head")
         after = read_state(alembic_config())
         if after.pending:
@@ -209,12 +189,17 @@ def deploy(
     except backups.BackupError as error:
         emit(as_json, {**summary, "status": "failed", "error": str(error)})
         raise fail("deploy", f"the backup failed: {error}; nothing was migrated") from None
+    except LockNotAcquired as error:
+        text = f"{error}; nothing was migrated"
+        emit(as_json, {**summary, "status": "failed", "error": text, "backup": str(backup)})
+        raise fail("deploy", text) from None
     except (CommandError, CannotTell, SQLAlchemyError, OSError) as error:
-        text = failure(first_line(error), backup)
+        text = deploy_failed(first_line(error), error, alembic_config(), watch, backup)
         emit(as_json, {**summary, "status": "failed", "error": text, "backup": str(backup)})
         raise fail("deploy", text) from None
     except Exception as error:  # a revision's own Python error: a verdict all the same
-        text = failure(f"{type(error).__name__}: {first_line(error)}", backup)
+        reason = f"{type(error).__name__}: {first_line(error)}"
+        text = deploy_failed(reason, error, alembic_config(), watch, backup)
         emit(as_json, {**summary, "status": "failed", "error": text, "backup": str(backup)})
         raise fail("deploy", text) from None
     say(

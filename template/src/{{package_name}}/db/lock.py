@@ -40,6 +40,10 @@ ADVISORY_KEY = int.from_bytes(hashlib.sha256(b"alembic migrations").digest()[:8]
 _held = threading.local()  # what this thread holds the lock on
 
 
+class LockNotAcquired(CommandError):
+    """Another migrator kept the lock for all of MIGRATION_LOCK_WAIT: nothing was done."""
+
+
 def say(message: str) -> None:
     print(f"migration lock: {message}", file=sys.stderr, flush=True)
 
@@ -113,7 +117,7 @@ class MigrationLock:
                     return False
                 waited = time.monotonic() - start
                 if waited >= limit:
-                    raise CommandError(
+                    raise LockNotAcquired(
                         f"another migrator still holds the lock on {where} after "
                         f"{waited:.0f}s: let it finish, or raise MIGRATION_LOCK_WAIT"
                     )

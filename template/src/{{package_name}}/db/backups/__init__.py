@@ -197,7 +197,11 @@ def restore(url: URL, path: Path, progress: Progress, lock_timeout: float) -> st
     module = backend(url)
     module.check_reachable(url)
 
+    connected = False
+
     def work(connection: Connection) -> None:
+        nonlocal connected
+        connected = True
         with migration_lock(connection, None):
             module.restore(url, path, progress, connection, lock_timeout)
 
@@ -207,5 +211,7 @@ def restore(url: URL, path: Path, progress: Progress, lock_timeout: float) -> st
         raise BackupError(f"{error}; nothing was restored") from None
     except (SQLAlchemyError, OSError) as error:
         reason = scrub(str(getattr(error, "orig", None) or error), url)
+        if not connected:
+            raise BackupError(f"cannot connect to the database at {where(url)}: {reason}") from None
         raise BackupError(f"restoring into {where(url)} failed: {reason}") from None
     return current_revision(url)
