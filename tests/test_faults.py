@@ -18,6 +18,8 @@ MariaDB and SQLite databases. Each test is one attack; it asserts what the opera
 | a restore behind an open transaction gives up after --lock-timeout | PostgreSQL, MariaDB |
 | a deploy that never got the lock: nothing changed, no restore suggested | all |
 | the migrating connection cut: the migrator stops, the next converges | PostgreSQL |
+| a non-ASCII password: app, Alembic, check, backup, restore | PostgreSQL, MariaDB, sync+async |
+| deploys started together take one backup between them | all |
 """
 
 import hashlib
@@ -596,3 +598,78 @@ def test_a_migrator_whose_connection_is_cut_stops_and_the_next_converges(
     assert stopped_after < 10, f"the cut migrator went on for {stopped_after:.0f}s"
     assert second.returncode == 0 and waiting in second_stderr, second_stderr
     assert version == [["slow01"]]
+
+
+# The app's health check through its own engine, as a request would reach it.
+HEALTH = """
+from fastapi.testclient import TestClient
+from {package}.main import app
+with TestClient(app) as client:
+    response = client.get("/health")
+    print(response.status_code, response.json()["database"])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("database", "async_mode"),
+    combinations(("postgresql", False), ("postgresql", True), ("mysql", False), ("mysql", True)),
+)
+def test_a_non_ascii_password_works_in_the_app_migrations_backup_and_restore(
+    project: Path, tmp_path: Path, database: str
+) -> None:
+    """Attack 10: the MySQL drivers encoded passwords as latin-1: `ü` was denied, `€` a
+    `UnicodeEncodeError` traceback, and /health answered 500. Now the app, Alembic,
+    `db check`, `db backup` and `db restore` all connect, sync and async, and the password
+    appears in no output."""
+    password = "Zoë-€-日本-ü"
+    package = next(project.glob("src/*/main.py")).parent.name
+    with scratch_database(database, tmp_path, password) as url:
+        env = project_env(DATABASE_URL=url)
+        python = str(project / ".venv" / "bin" / "python")
+        alembic = str(project / ".venv" / "bin" / "alembic")
+        done = [run([alembic, "upgrade", "head"], project, env, check=False)]
+        done.append(db(project, "check", DATABASE_URL=url))
+        done.append(db(project, "backup", "--output-dir", str(tmp_path / "b"), DATABASE_URL=url))
+        backup = done[-1].stdout.strip().splitlines()[-1] if done[-1].returncode == 0 else "-"
+        done.append(db(project, "restore", backup, "--yes", DATABASE_URL=url))
+        health = run([python, "-c", HEALTH.format(package=package)], project, env, check=False)
+    for step in [*done, health]:
+        assert step.returncode == 0, (step.args, step.stderr[-2000:])
+        assert password not in step.stdout + step.stderr
+    assert health.stdout.split() == ["200", "ok"], health.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), SYNC)
+def test_concurrent_deploys_take_one_backup_between_them(
+    project: Path, tmp_path: Path, database: str
+) -> None:
+    """ "Also": deploys started together each took a full backup before waiting for the
+    lock (the docs said only the first did). The backup is now taken under the lock: the
+    deploy that waited finds the database at head and says so, with no backup of its own."""
+    marker = tmp_path / "started"
+    sleeping_revision(project, marker, seconds=4)
+    backups = project / "backups"
+    shutil.rmtree(backups, ignore_errors=True)
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, backups, ignore_errors=True)
+        url = stack.enter_context(scratch_database(database, tmp_path))
+        first = subprocess.Popen(
+            [str(project / ".venv" / "bin" / "db"), "deploy"],
+            cwd=project,
+            env=project_env(DATABASE_URL=url),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stack.callback(first.kill)
+        wait_for(marker.exists, first)
+
+        second = db(project, "deploy", DATABASE_URL=url)
+
+        _, first_stderr = first.communicate(timeout=60)
+        written = sorted(p.name for p in backups.iterdir())
+    assert first.returncode == 0, first_stderr
+    assert second.returncode == 0, second.stderr
+    assert "nothing to do" in second.stderr.strip().splitlines()[-1], second.stderr
+    assert len(written) == 1, written

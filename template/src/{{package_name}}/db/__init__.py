@@ -16,10 +16,25 @@
 from importlib import import_module
 from typing import Any
 
+from sqlalchemy import Engine, event
+
 from ..core.config import ROOT
 from .engine import create_db_engine
 
 __all__ = ["ROOT", "create_db_engine"]
+
+
+@event.listens_for(Engine, "do_connect")
+def send_passwords_as_utf8(dialect: Any, record: Any, args: Any, params: dict[str, Any]) -> None:
+    """PyMySQL and aiomysql encode a password as latin-1, whatever the connection's character
+    set: `ü` reaches the server as a byte it never hashed (access denied) and `€` cannot be
+    encoded at all. The server compares the UTF-8 bytes the password was set with, so the
+    drivers get those bytes, spelled as the latin-1 string that encodes back to them. Every
+    engine of the project, the app's included, connects through here (SQLAlchemy's
+    documented `do_connect` hook); other databases' drivers send UTF-8 already."""
+    password = params.get("password")
+    if dialect.name == "mysql" and isinstance(password, str) and not password.isascii():
+        params["password"] = password.encode("utf-8").decode("latin-1")
 
 
 def __getattr__(name: str) -> Any:

@@ -21,15 +21,17 @@ from typing import Annotated
 import typer
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from rich.console import Console
+from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.config import SettingsError, get_settings
 from . import ROOT, backups
 from .bootstrap import BootstrapError, bootstrap_project
-from .lock import LockNotAcquired
+from .lock import LockNotAcquired, autocommit
 from .status import CannotTell, MigrationState, describe, first_line, message, read_state
 from .verdict import Watch, deploy_failed
 
@@ -148,12 +150,12 @@ def deploy(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="a JSON summary on stdout")] = False,
 ) -> None:
-    """Back up, migrate to head under the migration lock, verify.
+    """Under the migration lock: back up, migrate to head, verify.
 
     Another migrator running at the same time is waited for, and its work is not done
-    twice. Exit status: 0 migrated (or nothing to do), 1 the backup, the upgrade or the
-    verification failed (the last line says how to restore), 2 cannot tell where the
-    database is (nothing was done). It never downgrades.
+    twice, nor backed up again. Exit status: 0 migrated (or nothing to do), 1 the backup,
+    the upgrade or the verification failed (the last line says what happened and what to
+    do), 2 cannot tell where the database is (nothing was done). It never downgrades.
     """
     summary: dict[str, object] = {"status": "cannot_tell"}
     try:
@@ -173,14 +175,26 @@ def deploy(
     for revision in before.pending:
         say("deploy", f"  {revision.revision}  {message(revision)}")
     backup, watch = None, None
-    try:
+
+    def back_up_first(connection: Connection) -> bool:
+        """Called by migrations/env.py once it holds the migration lock: back up, unless a
+        deploy that ran meanwhile brought the database to head (then do nothing). Under the
+        lock, concurrent deploys take one backup between them."""
+        nonlocal backup
+        with autocommit(connection):
+            if MigrationContext.configure(connection).get_current_heads() == (before.head,):
+                return False
         if not no_backup:
             with progress("deploy", "backing up") as report:
                 backup = backups.back_up(database_url("deploy"), ROOT / "backups", report)
-        start = time.monotonic()
+        return True
+
+    try:
         watch = Watch(database_url("deploy"))
+        start = time.monotonic()
         config = alembic_config()
         config.attributes["destination"] = "head"
+        config.attributes["before_migrating"] = back_up_first
         config.attributes["on_version_apply"] = [watch.on_version_apply]
         command.upgrade(config, "head")
         after = read_state(alembic_config())
@@ -202,6 +216,10 @@ def deploy(
         text = deploy_failed(reason, error, alembic_config(), watch, backup)
         emit(as_json, {**summary, "status": "failed", "error": text, "backup": str(backup)})
         raise fail("deploy", text) from None
+    if not watch.applied:
+        say("deploy", f"another migrator brought the database to {after.head}: nothing to do")
+        emit(as_json, {**summary, "status": "up_to_date"})
+        raise typer.Exit(DONE)
     say(
         "deploy",
         f"done: {describe(before.current)} -> {describe(after.current)} in "
