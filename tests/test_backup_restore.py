@@ -163,7 +163,9 @@ def test_backup_destroy_restore_gives_back_every_row(
     assert backup.is_absolute() and backup.parent == out_dir and backup.is_file()
     assert backup.stat().st_mode & 0o777 == 0o600
     revision = next((project / "migrations" / "versions").glob("*.py")).name.split("-")[1][:12]
-    pattern = rf"[a-z0-9_]+-\d{{8}}T\d{{6}}\.\d{{3}}Z-{revision}\.{EXTENSIONS[database]}"
+    server = "" if database == "sqlite" else r"@127\.0\.0\.1-\d+"  # <database>@<host>-<port>
+    stamp = r"\d{8}T\d{6}\.\d{3}Z"
+    pattern = rf"[a-z0-9_]+{server}-{stamp}-{revision}\.{EXTENSIONS[database]}"
     assert re.fullmatch(pattern, backup.name), backup.name
 
     uv("python", "helper.py", "destroy")

@@ -20,6 +20,7 @@ MariaDB and SQLite databases. Each test is one attack; it asserts what the opera
 | the migrating connection cut: the migrator stops, the next converges | PostgreSQL |
 | a non-ASCII password: app, Alembic, check, backup, restore | PostgreSQL, MariaDB, sync+async |
 | deploys started together take one backup between them | all |
+| `--keep` prunes only this server's backups | PostgreSQL, MariaDB |
 """
 
 import hashlib
@@ -112,7 +113,7 @@ def test_a_command_run_from_another_directory_uses_the_projects_settings(
             assert not (elsewhere / "faults.db").exists()
         else:
             ours_name = urlsplit(ours).path.lstrip("/")
-            assert Path(backup.group(1)).name.startswith(f"{ours_name}-"), backup.group(1)
+            assert Path(backup.group(1)).name.startswith(f"{ours_name}@"), backup.group(1)
             assert "alembic_version" in tables(ours)
         assert "alembic_version" not in tables(theirs)
         checked = db(project, "check", cwd=elsewhere)
@@ -673,3 +674,32 @@ def test_concurrent_deploys_take_one_backup_between_them(
     assert second.returncode == 0, second.stderr
     assert "nothing to do" in second.stderr.strip().splitlines()[-1], second.stderr
     assert len(written) == 1, written
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), SERVERS_ONLY)
+def test_keep_prunes_only_this_servers_backups(
+    project: Path, tmp_path: Path, database: str
+) -> None:
+    """ "Also": `--keep` pruned the backups of another server's database of the same name
+    (staging's `app` and production's `app` backed up into one directory). Backup names now
+    carry the server; `--keep` removes only this one's, and leaves names it cannot place."""
+    out = tmp_path / "backups"
+    out.mkdir()
+    extension = "dump" if database == "postgresql" else "sql"
+    with scratch_database(database, tmp_path) as url:
+        name = urlsplit(url).path.lstrip("/")
+        others = [
+            f"{name}@db.staging.example-5432-20200101T000000.000Z-base.{extension}",
+            f"{name}-20200101T000000.000Z-base.{extension}",  # named before the server was
+        ]
+        for other in others:
+            (out / other).write_text("another server's backup")
+        made = [
+            db(project, "backup", "--output-dir", str(out), "--keep", "1", DATABASE_URL=url)
+            for _ in range(2)
+        ]
+    assert all(done.returncode == 0 for done in made), [done.stderr for done in made]
+    newest = Path(made[-1].stdout.splitlines()[-1]).name
+    assert newest.startswith(f"{name}@127.0.0.1-"), newest
+    assert sorted(p.name for p in out.iterdir()) == sorted([*others, newest])

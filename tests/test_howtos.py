@@ -25,7 +25,8 @@ from releases import (
 )
 
 HOW_TO = REPO / "docs" / "how-to"
-EXAMPLE_BACKUP = "backups/app-20260131T140512.123Z-3f2a9c1b7d4e.dump"
+# As the guide shows it once "db.example.com" is replaced by the test server.
+EXAMPLE_BACKUP = "backups/app@127.0.0.1-5432-20260131T140512.123Z-3f2a9c1b7d4e.dump"
 
 
 @pytest.mark.slow

@@ -2,7 +2,8 @@
 
 A backup is written under a temporary dot-name, readable by its owner only, and renamed once
 complete: a file with a final name is always a whole backup, named
-`<database>-<UTC time>-<revision>.<ext>` after the revision it holds. How a database is
+`<database>@<host>-<port>-<UTC time>-<revision>.<ext>` (SQLite: `<file name>-...`) after
+the server and the revision it holds. How a database is
 dumped, checked and restored is the business of this package's module for it, the
 project's own (`postgresql`, `mysql` or `sqlite`), picked by the URL's dialect. Every
 failure is a `BackupError` whose message is one line without the password.
@@ -58,6 +59,12 @@ def where(url: URL) -> str:
     return backend(url).where(url)
 
 
+def server_prefix(url: URL, database: str, default_port: int) -> str:
+    """`<database>@<host>-<port>`, in characters any file system takes."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", url.host or "localhost")
+    return f"{database}@{host}-{url.port or default_port}"
+
+
 def current_revision(url: URL) -> str:
     """The Alembic revision the database is at: `base` when none, heads joined by `+`."""
     backend(url).check_reachable(url)
@@ -77,7 +84,7 @@ def backup_name(url: URL, revision: str) -> str:
     stamp = now.strftime("%Y%m%dT%H%M%S") + f".{now.microsecond // 1000:03d}Z"
     safe_revision = re.sub(r"[^A-Za-z0-9_+]", "_", revision)
     module = backend(url)
-    return f"{module.database_name(url)}-{stamp}-{safe_revision}.{module.EXTENSION}"
+    return f"{module.backup_prefix(url)}-{stamp}-{safe_revision}.{module.EXTENSION}"
 
 
 def create_private(path: Path) -> int:
@@ -89,9 +96,11 @@ def create_private(path: Path) -> int:
 
 
 def prune(directory: Path, url: URL, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` backups of this database in `directory`."""
+    """Delete all but the newest `keep` backups of this database in `directory`: the ones
+    whose name starts with its `backup_prefix`, which names the server too, so that the
+    same-named database of another server keeps its backups."""
     module = backend(url)
-    name = re.escape(module.database_name(url))
+    name = re.escape(module.backup_prefix(url))
     pattern = re.compile(rf"{name}-({TIMESTAMP})-.+\.{module.EXTENSION}")
     backups = sorted(
         (match.group(1), path)
