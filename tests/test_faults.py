@@ -21,6 +21,10 @@ MariaDB and SQLite databases. Each test is one attack; it asserts what the opera
 | a non-ASCII password: app, Alembic, check, backup, restore | PostgreSQL, MariaDB, sync+async |
 | deploys started together take one backup between them | all |
 | `--keep` prunes only this server's backups | PostgreSQL, MariaDB |
+| CREATE INDEX CONCURRENTLY killed half-way: the next deploy builds it again | PostgreSQL |
+
+Killing the migrator before each statement of a new revision is the rendered suite's own
+test (`test_new_revisions_converge_after_a_crash`), proved in test_migration_suite.py.
 """
 
 import hashlib
@@ -703,3 +707,62 @@ def test_keep_prunes_only_this_servers_backups(
     newest = Path(made[-1].stdout.splitlines()[-1]).name
     assert newest.startswith(f"{name}@127.0.0.1-"), newest
     assert sorted(p.name for p in out.iterdir()) == sorted([*others, newest])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), combinations(("postgresql", False)))
+def test_a_concurrent_index_build_killed_half_way_is_built_again(
+    project: Path, tmp_path: Path
+) -> None:
+    """Attack 6, mid-statement: the migrator killed while CREATE INDEX CONCURRENTLY waits
+    for an old transaction leaves an INVALID index, with the version unchanged; a plain
+    rerun then failed with "already exists". db/online.py's helper drops the leftover and
+    builds the index again: the next deploy converges, with a valid index."""
+    building = (
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type IS NOT NULL "
+        "AND query LIKE 'CREATE INDEX CONCURRENTLY%'"
+    )
+    index = (
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE c.relname = 'ix_users_full_name'"
+    )
+    with scratch_database("postgresql", tmp_path) as url:
+        populated(project, url, users=500)
+        package = next(project.glob("src/*/main.py")).parent.name
+        (project / "migrations" / "versions" / "2099_01_01_0000-cic01_cic.py").write_text(
+            f'"""cic"""\n\nfrom {package}.db.online import create_index_concurrently, '
+            "drop_index_concurrently\n\n"
+            f'revision = "cic01"\ndown_revision = "{initial_revision(project)}"\n'
+            "branch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n"
+            '    create_index_concurrently("ix_users_full_name", "users", ["full_name"])\n\n\n'
+            "def downgrade() -> None:\n"
+            '    drop_index_concurrently("ix_users_full_name", "users")\n'
+        )
+        with connect(url, isolation_level="REPEATABLE READ") as holder:
+            holder.execute(sa.text("SELECT count(*) FROM users"))  # an old snapshot, kept
+            migrator = subprocess.Popen(
+                [str(project / ".venv" / "bin" / "db"), "deploy", "--no-backup"],
+                cwd=project,
+                env=project_env(DATABASE_URL=url, MIGRATION_LOCK_TIMEOUT="60s"),
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+            wait_for(lambda: sql(url, building)[0] == [["1"]], migrator)
+            os.killpg(migrator.pid, signal.SIGKILL)
+            migrator.wait()
+            # The server notices the client is gone (client_connection_check_interval) and
+            # cancels the build, while the old transaction still holds it up.
+            deadline = time.monotonic() + 10
+            while sql(url, building)[0] != [["0"]]:
+                assert time.monotonic() < deadline, "the killed build went on in the server"
+                time.sleep(0.1)
+            holder.rollback()
+        left = sql(url, index, "SELECT version_num FROM alembic_version")
+
+        again = db(project, "deploy", "--no-backup", DATABASE_URL=url)
+
+        after = sql(url, index, "SELECT version_num FROM alembic_version")
+    assert left == [[["False"]], [[initial_revision(project)]]], left
+    assert again.returncode == 0, again.stderr
+    assert after == [[["True"]], [["cic01"]]], after

@@ -127,8 +127,9 @@ def expect_success(project: Project) -> None:
 
 
 # A sound history that moves names around: renamed tables, columns and sequences that other
-# definitions name, an enum type, a trigger, and an index built CONCURRENTLY in an
-# autocommit block. Each downgrade restores its schema exactly.
+# definitions name, an enum type, a trigger, and an index built CONCURRENTLY (db/online.py's
+# helper). Each downgrade restores its schema exactly, and each revision converges when the
+# migrator is killed before any of its statements.
 TANGLED_HISTORY = [
     (
         "taa001",
@@ -183,24 +184,47 @@ TANGLED_HISTORY = [
     (
         "taa003",
         """
-        with op.get_context().autocommit_block():
-            op.create_index(
-                "ix_guardian_code", "guardian", ["code"], postgresql_concurrently=True
-            )
+        create_index_concurrently("ix_guardian_code", "guardian", ["code"])
         op.execute("ALTER TYPE mood RENAME TO feeling")
         op.execute("CREATE TYPE pair AS (a integer, b text)")
         """,
         """
         op.execute("DROP TYPE pair")
         op.execute("ALTER TYPE feeling RENAME TO mood")
-        with op.get_context().autocommit_block():
-            op.drop_index("ix_guardian_code", "guardian", postgresql_concurrently=True)
+        drop_index_concurrently("ix_guardian_code", "guardian")
         """,
     ),
 ]
 
 
 WALK = "test_every_revision_upgrades_downgrades_cleanly_and_upgrades_again"
+CRASH = "test_new_revisions_converge_after_a_crash"
+
+
+def online_helpers(project: Project) -> str:
+    return (
+        f"\nfrom {project.package}.db.online import "
+        "create_index_concurrently, drop_index_concurrently  # noqa: E402"
+    )
+
+
+# The docs' old recipe: a column, then its index CONCURRENTLY. The autocommit block commits
+# the column first, so a deploy killed before the index finds it there and fails again.
+COLUMN_THEN_CONCURRENT_INDEX = """
+op.add_column("users", sa.Column("nickname", sa.String(50)))
+with op.get_context().autocommit_block():
+    op.create_index("ix_users_nickname", "users", ["nickname"], postgresql_concurrently=True)
+"""
+# Its corrected twin: the column is safe to add again, and the helper drops an INVALID
+# leftover of the index and keeps a valid one.
+COLUMN_THEN_CONCURRENT_INDEX_SAFE = """
+op.add_column("users", sa.Column("nickname", sa.String(50)), if_not_exists=True)
+create_index_concurrently("ix_users_nickname", "users", ["nickname"])
+"""
+DROP_NICKNAME = """
+drop_index_concurrently("ix_users_nickname", "users")
+op.drop_column("users", "nickname")
+"""
 
 
 @pytest.mark.slow
@@ -282,6 +306,34 @@ class TestMistakesAreCaught:
             r"left behind: .*posts\.fk_posts_author_id_users FOREIGN KEY \(author_id\) "
             r"REFERENCES users\(uid\)",
         )
+
+    @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
+    def test_revision_that_does_not_converge_after_a_crash(self, clean: Project) -> None:
+        clean.add_revision(
+            "cra001",
+            COLUMN_THEN_CONCURRENT_INDEX.strip(),
+            DROP_NICKNAME.strip(),
+            extra=online_helpers(clean),
+        )
+        expect_failure(
+            clean,
+            CRASH,
+            r"revision cra001 .*does not converge after a crash: killed before statement 2 of "
+            r"\d+, deploying again fails: .*nickname.* already exists",
+        )
+
+    @pytest.mark.parametrize(
+        ("database", "async_mode"), combinations(("postgresql", False), ("postgresql", True))
+    )
+    def test_its_corrected_twin_converges(self, clean: Project) -> None:
+        clean.add_revision(
+            "cra002",
+            COLUMN_THEN_CONCURRENT_INDEX_SAFE.strip(),
+            DROP_NICKNAME.strip(),
+            extra=online_helpers(clean),
+        )
+        passed, output = clean.migration_suite(CRASH)
+        assert passed, output
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_model_change_without_revision(self, clean: Project) -> None:
@@ -387,12 +439,16 @@ def test_a_sound_history_that_moves_names_around_walks_cleanly(clean: Project) -
     down = None
     for rev, upgrade, downgrade in TANGLED_HISTORY:
         clean.add_revision(
-            rev, textwrap.dedent(upgrade).strip(), textwrap.dedent(downgrade).strip(), down=down
+            rev,
+            textwrap.dedent(upgrade).strip(),
+            textwrap.dedent(downgrade).strip(),
+            down=down,
+            extra=online_helpers(clean),
         )
         down = rev
     passed, output = clean.migration_suite()
     failed = re.findall(r"^(?:FAILED|ERROR) \S+::(\w+)", output, re.M)
-    assert WALK not in failed, output
+    assert WALK not in failed and CRASH not in failed, output
     # The walk reached head: alembic check ran, and found the tables no model declares.
     assert "test_models_and_migrations_agree" in failed and "remove_table" in output, output
 

@@ -10,6 +10,7 @@ On those, `Watch` keeps a snapshot of the schema before the running revision, so
 verdict can say what part of it is applied.
 """
 
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,9 @@ def deploy_failed(
         if (
             failed is not None
             and failed.path
-            and "autocommit_block" in Path(failed.path).read_text()
+            and re.search(r"autocommit_block|concurrently", Path(failed.path).read_text())
         ):
-            kept = ", except what it ran in autocommit_block(), which stays applied"
+            kept = ", except what it ran outside its transaction (autocommit_block), which stays"
         return (
             f"{what}; it was rolled back whole{kept}: {where}; nothing to restore: fix the "
             "revision and deploy again"

@@ -1,0 +1,67 @@
+"""Schema changes for revisions to import, written so that they never block the app's writes
+on a live PostgreSQL table and can run again after a crash (a killed deploy, a lost
+connection, a lock timeout retried): `db deploy` then converges. On other databases each is
+the plain operation.
+
+    from <package>.db.online import create_index_concurrently
+
+    def upgrade() -> None:
+        op.add_column("users", sa.Column("nickname", sa.String(50)), if_not_exists=True)
+        create_index_concurrently("ix_users_nickname", "users", ["nickname"])
+
+On PostgreSQL a concurrent build runs outside the revision's transaction, which it commits
+first: what the revision did before it is then applied even if the build fails, so it must
+be safe to run again (`if_not_exists=True`), or live in a revision of its own. The migration
+suite proves it: `test_new_revisions_converge_after_a_crash` kills the migrator before each
+statement of every new revision and deploys again.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from alembic import op
+from sqlalchemy import text
+
+INVALID_INDEX = text(
+    "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace "
+    "AND NOT i.indisvalid"
+)
+
+
+def create_index_concurrently(
+    name: str, table: str, columns: Sequence[Any], *, unique: bool = False, **options: Any
+) -> None:
+    """Create an index without blocking writes: PostgreSQL's CREATE INDEX CONCURRENTLY.
+
+    A build that did not finish (killed, timed out, a duplicate for a unique index) leaves
+    an INVALID index of that name, which PostgreSQL keeps updating but never uses: it is
+    dropped first, and the build starts again. A valid index of that name is kept
+    (IF NOT EXISTS), so a revision that crashed after the build converges."""
+    context = op.get_context()
+    if context.dialect.name != "postgresql":
+        op.create_index(name, table, columns, unique=unique, **options)
+        return
+    with context.autocommit_block():
+        if not context.as_sql and op.get_bind().execute(INVALID_INDEX, {"name": name}).first():
+            op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
+        op.create_index(
+            name,
+            table,
+            columns,
+            unique=unique,
+            postgresql_concurrently=True,
+            if_not_exists=True,
+            **options,
+        )
+
+
+def drop_index_concurrently(name: str, table: str) -> None:
+    """Drop an index without blocking writes (PostgreSQL: DROP INDEX CONCURRENTLY), and
+    without failing when a crashed run dropped it already."""
+    context = op.get_context()
+    if context.dialect.name != "postgresql":
+        op.drop_index(name, table_name=table)
+        return
+    with context.autocommit_block():
+        op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
