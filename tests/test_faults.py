@@ -22,6 +22,7 @@ MariaDB and SQLite databases. Each test is one attack; it asserts what the opera
 | deploys started together take one backup between them | all |
 | `--keep` prunes only this server's backups | PostgreSQL, MariaDB |
 | CREATE INDEX CONCURRENTLY killed half-way: the next deploy builds it again | PostgreSQL |
+| a migrator killed while its statement runs on: the next waits, then says what is left | MariaDB |
 
 Killing the migrator before each statement of a new revision is the rendered suite's own
 test (`test_new_revisions_converge_after_a_crash`), proved in test_migration_suite.py.
@@ -490,11 +491,18 @@ def test_a_restore_behind_an_open_transaction_gives_up_in_time(
         assert scratch_left(database, url) == []
 
 
-def sleeping_revision(project: Path, marker: Path, seconds: float, server: bool = False) -> None:
+SERVER_SLEEP = {"postgresql": "pg_sleep", "mysql": "SLEEP"}
+
+
+def sleeping_revision(project: Path, marker: Path, seconds: float, server: str = "") -> None:
     """A new head revision that creates the table `slept`, then touches `marker` and
-    sleeps `seconds` holding the migration lock: in Python, or in the server (PostgreSQL's
-    pg_sleep). SLEEP in its environment sets other seconds."""
-    sleep = 'op.execute(f"SELECT pg_sleep({seconds})")' if server else "time.sleep(seconds)"
+    sleeps `seconds` holding the migration lock: in Python, or in the `server` database
+    (pg_sleep, SLEEP). SLEEP in its environment sets other seconds."""
+    sleep = (
+        f'op.execute(f"SELECT {SERVER_SLEEP[server]}({{seconds}})")'
+        if server
+        else "time.sleep(seconds)"
+    )
     (project / "migrations" / "versions" / "2099_01_01_0000-slow01_slow.py").write_text(
         f'"""slow"""\n\nimport os\nimport time\nfrom pathlib import Path\n\n'
         "import sqlalchemy as sa\nfrom alembic import op\n\n"
@@ -560,7 +568,7 @@ def test_a_migrator_whose_connection_is_cut_stops_and_the_next_converges(
     do) stops the migrator at once, its revision rolled back, with a verdict that needs no
     restore; the migrator waiting behind it then migrates, once."""
     marker = tmp_path / "started"
-    sleeping_revision(project, marker, seconds=60, server=True)
+    sleeping_revision(project, marker, seconds=60, server="postgresql")
     with ExitStack() as stack:
         url = stack.enter_context(scratch_database("postgresql", tmp_path))
         first = subprocess.Popen(
@@ -766,3 +774,44 @@ def test_a_concurrent_index_build_killed_half_way_is_built_again(
     assert left == [[["False"]], [[initial_revision(project)]]], left
     assert again.returncode == 0, again.stderr
     assert after == [[["True"]], [["cic01"]]], after
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), combinations(("mysql", False)))
+def test_a_killed_mysql_migrator_keeps_the_lock_while_its_statement_runs(
+    project: Path, tmp_path: Path
+) -> None:
+    """Attack 4: on MySQL/MariaDB a migrator killed with SIGKILL freed the lock while its
+    statement went on in the server, and a second migrator ran the same revision meanwhile.
+    The lock lives on the migrating connection: the server holds it until the killed
+    statement ends, so the next deploy waits. It then finds the part of the revision that
+    was committed (MySQL commits each DDL statement) and says so, instead of suggesting a
+    restore that would not help or claiming nothing stayed."""
+    marker = tmp_path / "started"
+    sleeping_revision(project, marker, seconds=6, server="mysql")
+    with ExitStack() as stack:
+        url = stack.enter_context(scratch_database("mysql", tmp_path))
+        first = subprocess.Popen(
+            [str(project / ".venv" / "bin" / "db"), "deploy", "--no-backup"],
+            cwd=project,
+            env=project_env(DATABASE_URL=url),
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        stack.callback(first.kill)
+        sleeping = (
+            "SELECT count(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP%'"
+        )
+        wait_for(lambda: sql(url, sleeping)[0] == [["1"]], first)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        start = time.monotonic()
+        second = db(project, "deploy", "--no-backup", DATABASE_URL=url, SLEEP="0")
+        waited = time.monotonic() - start
+        version = sql(url, "SELECT version_num FROM alembic_version")[0]
+    line = second.stderr.strip().splitlines()[-1]
+    assert "another migrator holds the lock" in second.stderr, second.stderr
+    assert waited > 2, f"the next deploy did not wait for the killed statement ({waited:.1f}s)"
+    assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
+    assert "in the database already, left by an earlier run" in line, line
+    assert version == [[initial_revision(project)]], version

@@ -68,6 +68,17 @@ class Watch:
         return lines
 
 
+# MySQL errors that say a statement's work is done already: table, column, index, foreign
+# key exists; column or index to drop does not.
+ALREADY_DONE = {1050, 1060, 1061, 1826, 1091}
+
+
+def found_done(error: BaseException) -> bool:
+    """Did the statement fail because its work was there already?"""
+    code = getattr(getattr(error, "orig", None), "args", (None,))[0]
+    return isinstance(error, DBAPIError) and code in ALREADY_DONE
+
+
 def restore_command(backup: Path) -> str:
     return f"uv run db restore {shlex.quote(str(backup))} --yes"
 
@@ -115,6 +126,13 @@ def deploy_failed(
             "revision and deploy again"
         )
     left = watch.left_applied()
+    if not left and found_done(error):
+        return (
+            f"{what}; that work is in the database already, left by an earlier run of this "
+            "revision that was killed or failed (MySQL/MariaDB commit each DDL statement): "
+            f"{where}; compare the schema with the revision, undo that part by hand (or "
+            "restore a backup taken before that run), then deploy again"
+        )
     if not left:
         return (
             f"{what}; none of its changes stayed: {where}; nothing to restore: fix the "
