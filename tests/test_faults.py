@@ -230,23 +230,17 @@ def test_a_killed_backup_leaves_no_password_and_its_partial_file_is_removed(
         )
         with connect(url) as holder:
             holder.execute(sa.text(HOLD_TABLE[database]))  # the dump will wait for it
-            backup = subprocess.Popen(
-                [
-                    str(project / ".venv" / "bin" / "db"),
-                    "backup",
-                    "--output-dir",
-                    str(tmp_path / "backups"),
-                ],
-                cwd=project,
-                env=project_env(DATABASE_URL=url, TMPDIR=str(temporary)),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
+            output = str(tmp_path / "backups")
+            backup = launch(
+                project,
+                "db",
+                "backup",
+                "--output-dir",
+                output,
+                DATABASE_URL=url,
+                TMPDIR=str(temporary),
             )
-            deadline = time.monotonic() + 30
-            while sql(url, DUMP_WAITS[database])[0] == [["0"]]:
-                assert time.monotonic() < deadline and backup.poll() is None
-                time.sleep(0.1)
+            wait_for(lambda: sql(url, DUMP_WAITS[database])[0] != [["0"]], backup, seconds=30)
             written = [p for p in temporary.rglob("*") if p.is_file()]
             os.killpg(backup.pid, signal.SIGKILL)
             backup.wait()
@@ -516,6 +510,21 @@ def sleeping_revision(project: Path, marker: Path, seconds: float, server: str =
     )
 
 
+def launch(project: Path, program: str, *args: str, **env: str) -> subprocess.Popen:
+    """The project's `program` (db, alembic) started in the background as an operator would,
+    with `env` on top of the environment, in a session of its own (os.killpg reaches its
+    children too); its stderr is captured."""
+    return subprocess.Popen(
+        [str(project / ".venv" / "bin" / program), *args],
+        cwd=project,
+        env=project_env(**env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def wait_for(condition: Callable[[], bool], process: subprocess.Popen, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -538,13 +547,7 @@ def test_a_deploy_that_never_got_the_lock_says_nothing_changed(
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, project / "backups", ignore_errors=True)
         url = stack.enter_context(scratch_database(database, tmp_path))
-        other = subprocess.Popen(
-            [str(project / ".venv" / "bin" / "alembic"), "upgrade", "head"],
-            cwd=project,
-            env=project_env(DATABASE_URL=url),
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        other = launch(project, "alembic", "upgrade", "head", DATABASE_URL=url)
         stack.callback(other.kill)
         wait_for(marker.exists, other)
 
@@ -571,24 +574,12 @@ def test_a_migrator_whose_connection_is_cut_stops_and_the_next_converges(
     sleeping_revision(project, marker, seconds=60, server="postgresql")
     with ExitStack() as stack:
         url = stack.enter_context(scratch_database("postgresql", tmp_path))
-        first = subprocess.Popen(
-            [str(project / ".venv" / "bin" / "db"), "deploy", "--no-backup"],
-            cwd=project,
-            env=project_env(DATABASE_URL=url),
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        first = launch(project, "db", "deploy", "--no-backup", DATABASE_URL=url)
         stack.callback(first.kill)
         wait_for(marker.exists, first)
         marker.unlink()
-        second = subprocess.Popen(
-            [str(project / ".venv" / "bin" / "alembic"), "upgrade", "head"],
-            cwd=project,
-            # long enough for the first to give its verdict before this one is done
-            env=project_env(DATABASE_URL=url, SLEEP="3"),
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # SLEEP: long enough for the first to give its verdict before this one is done
+        second = launch(project, "alembic", "upgrade", "head", DATABASE_URL=url, SLEEP="3")
         stack.callback(second.kill)
         waiting = "another migrator holds the lock"
         time.sleep(2)  # the second is waiting for the lock now
@@ -668,13 +659,7 @@ def test_concurrent_deploys_take_one_backup_between_them(
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, backups, ignore_errors=True)
         url = stack.enter_context(scratch_database(database, tmp_path))
-        first = subprocess.Popen(
-            [str(project / ".venv" / "bin" / "db"), "deploy"],
-            cwd=project,
-            env=project_env(DATABASE_URL=url),
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        first = launch(project, "db", "deploy", DATABASE_URL=url)
         stack.callback(first.kill)
         wait_for(marker.exists, first)
 
@@ -748,13 +733,13 @@ def test_a_concurrent_index_build_killed_half_way_is_built_again(
         )
         with connect(url, isolation_level="REPEATABLE READ") as holder:
             holder.execute(sa.text("SELECT count(*) FROM users"))  # an old snapshot, kept
-            migrator = subprocess.Popen(
-                [str(project / ".venv" / "bin" / "db"), "deploy", "--no-backup"],
-                cwd=project,
-                env=project_env(DATABASE_URL=url, MIGRATION_LOCK_TIMEOUT="60s"),
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
+            migrator = launch(
+                project,
+                "db",
+                "deploy",
+                "--no-backup",
+                DATABASE_URL=url,
+                MIGRATION_LOCK_TIMEOUT="60s",
             )
             wait_for(lambda: sql(url, building)[0] == [["1"]], migrator)
             os.killpg(migrator.pid, signal.SIGKILL)
@@ -791,13 +776,7 @@ def test_a_killed_mysql_migrator_keeps_the_lock_while_its_statement_runs(
     sleeping_revision(project, marker, seconds=6, server="mysql")
     with ExitStack() as stack:
         url = stack.enter_context(scratch_database("mysql", tmp_path))
-        first = subprocess.Popen(
-            [str(project / ".venv" / "bin" / "db"), "deploy", "--no-backup"],
-            cwd=project,
-            env=project_env(DATABASE_URL=url),
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        first = launch(project, "db", "deploy", "--no-backup", DATABASE_URL=url)
         stack.callback(first.kill)
         sleeping = (
             "SELECT count(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP%'"
