@@ -110,15 +110,19 @@ def test_a_command_run_from_another_directory_uses_the_projects_settings(
         deployed = db(project, "deploy", cwd=elsewhere)
 
         assert deployed.returncode == 0, deployed.stderr
+        target = re.search(r"pending on (\S+), from", deployed.stderr)  # it says which
+        assert target, deployed.stderr
         backup = re.search(r"backup: (\S+)$", deployed.stderr, re.M)
         assert backup and Path(backup.group(1)).parent == project / "backups", deployed.stderr
         if database == "sqlite":
             assert Path(backup.group(1)).name.startswith("faults-"), backup.group(1)
+            assert target.group(1) == str(ours_file), target.group(1)
             assert "alembic_version" in tables(f"sqlite:///{ours_file}")
             assert not (elsewhere / "faults.db").exists()
         else:
             ours_name = urlsplit(ours).path.lstrip("/")
             assert Path(backup.group(1)).name.startswith(f"{ours_name}@"), backup.group(1)
+            assert target.group(1) == f"127.0.0.1:{urlsplit(ours).port}/{ours_name}", target
             assert "alembic_version" in tables(ours)
         assert "alembic_version" not in tables(theirs)
         checked = db(project, "check", cwd=elsewhere)

@@ -84,6 +84,14 @@ def database_url(name: str) -> URL:
         raise fail(name, str(error)) from None
 
 
+def where(url: URL) -> str:
+    """The database, for messages: host:port/name or the SQLite file, never the password."""
+    try:
+        return backups.where(url)
+    except backups.BackupError:  # e.g. an in-memory SQLite database
+        return url.render_as_string(hide_password=True)
+
+
 # ---------------------------------------------------------------- db check
 
 
@@ -171,7 +179,9 @@ def deploy(
         say("deploy", f"the database is at head {before.head}: nothing to do")
         emit(as_json, {**summary, "status": "up_to_date"})
         raise typer.Exit(DONE)
-    say("deploy", f"{len(before.pending)} migration(s) pending, from {describe(before.current)}:")
+    target = where(database_url("deploy"))
+    count = len(before.pending)
+    say("deploy", f"{count} migration(s) pending on {target}, from {describe(before.current)}:")
     for revision in before.pending:
         say("deploy", f"  {revision.revision}  {message(revision)}")
     backup, watch = None, None
