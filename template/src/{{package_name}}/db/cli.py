@@ -194,6 +194,7 @@ def deploy(
         with autocommit(connection):
             if MigrationContext.configure(connection).get_current_heads() == (before.head,):
                 return False
+            watch.look(connection)  # the schema as this deploy starts on it, under the lock
         if not no_backup:
             with progress("deploy", "backing up") as report:
                 backup = backups.back_up(database_url("deploy"), ROOT / "backups", report)
