@@ -23,6 +23,9 @@ MariaDB and SQLite databases. Each test is one attack; it asserts what the opera
 | `--keep` prunes only this server's backups | PostgreSQL, MariaDB |
 | CREATE INDEX CONCURRENTLY killed half-way: the next deploy builds it again | PostgreSQL |
 | a migrator killed while its statement runs on: the next waits, then says what is left | MariaDB |
+| a lossy dump before a column is dropped: deploy refuses; sound twin passes | all |
+| the backup check while the app writes to the table at risk | PostgreSQL, MariaDB, sync+async |
+| a user who may not create the scratch database: told what to grant | PostgreSQL, MariaDB |
 
 Killing the migrator before each statement of a new revision is the rendered suite's own
 test (`test_new_revisions_converge_after_a_crash`), proved in test_migration_suite.py.
@@ -35,6 +38,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -44,7 +48,7 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy as sa
 
-from databases import connect, scratch_database, sql
+from databases import SERVERS, connect, scratch_database, sql
 from helpers import one_line_failure, project_env, run
 from projects import combinations, initial_revision, reset
 
@@ -361,11 +365,16 @@ def populated(project: Path, url: str, users: int = 3000) -> None:
 
 
 def scratch_left(database: str, url: str) -> list[str]:
-    """Scratch databases a restore left on the server (MySQL's restore works in two)."""
-    if database != "mysql":
-        return []
+    """Scratch databases a restore or a backup check left on the server: `<name>_restore_*`
+    (MySQL's restore works in two, checks use the first; PostgreSQL's checks in one)."""
     name = urlsplit(url).path.lstrip("/")
-    return [row[0] for row in sql(url, f"SHOW DATABASES LIKE '{name}\\_restore%'")[0]]
+    if database == "postgresql":
+        query = f"SELECT datname FROM pg_database WHERE datname LIKE '{name}\\_restore%'"
+    elif database == "mysql":
+        query = f"SHOW DATABASES LIKE '{name}\\_restore%'"
+    else:
+        return []
+    return [row[0] for row in sql(url, query)[0]]
 
 
 @pytest.mark.slow
@@ -798,3 +807,199 @@ def test_a_killed_mysql_migrator_keeps_the_lock_while_its_statement_runs(
     assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
     assert "in the database already, left by an earlier run" in line, line
     assert version == [[initial_revision(project)]], version
+
+
+def destructive_revisions(project: Path) -> None:
+    """Two new revisions: `legacy01` adds the nullable column posts.legacy (the release
+    before stops using it), `drop01` drops it, saying why that is safe. The tests apply the
+    first, fill the column, then deploy the second."""
+    versions = project / "migrations" / "versions"
+    header = '"""{doc}"""\n\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+    (versions / "2099_01_01_0000-legacy01_legacy.py").write_text(
+        header.format(doc="legacy")
+        + f'revision = "legacy01"\ndown_revision = "{initial_revision(project)}"\n'
+        "branch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n"
+        '    op.add_column("posts", sa.Column("legacy", sa.String(50), nullable=True))\n\n\n'
+        'def downgrade() -> None:\n    op.drop_column("posts", "legacy")\n'
+    )
+    (versions / "2099_01_02_0000-drop01_drop.py").write_text(
+        header.format(doc="drop posts.legacy")
+        + 'revision = "drop01"\ndown_revision = "legacy01"\nbranch_labels = None\n'
+        'depends_on = None\nallow_destructive = "nothing has read posts.legacy since 2.3"\n\n\n'
+        "def upgrade() -> None:\n"
+        '    with op.batch_alter_table("posts") as batch_op:\n'
+        '        batch_op.drop_column("legacy")\n\n\n'
+        "def downgrade() -> None:\n"
+        '    op.add_column("posts", sa.Column("legacy", sa.String(50), nullable=True))\n'
+    )
+
+
+def before_the_drop(project: Path, url: str) -> None:
+    """Populated at legacy01, posts.legacy filled: what `drop01` puts at risk."""
+    destructive_revisions(project)
+    drop = project / "migrations" / "versions" / "2099_01_02_0000-drop01_drop.py"
+    saved = drop.read_text()
+    drop.unlink()  # populated() upgrades to head: legacy01, for now
+    try:
+        populated(project, url)
+    finally:
+        drop.write_text(saved)
+    sql(url, "UPDATE posts SET legacy = 'ünïcode — 日本語'")
+
+
+# A dump tool that loses what a restore needs, as a wrapper found first on PATH: PostgreSQL's
+# skips the rows of a table, MariaDB's writes the dump in latin1 (characters outside it become
+# `?`, the row count stays the same).
+LOSSY_DUMP = {
+    "postgresql": ("pg_dump", "--exclude-table-data=posts"),
+    "mysql": ("mariadb-dump", "--default-character-set=latin1"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("database", "async_mode", "lossy"),
+    [
+        pytest.param(
+            *combination.values, lossy, id=f"{combination.id}-{kind}dump", marks=combination.marks
+        )
+        for combination in SYNC
+        for lossy, kind in ((True, "lossy-"), (False, "sound-"))
+        if not (lossy and combination.values[0] == "sqlite")  # its dump is Python's own
+    ],
+)
+def test_a_backup_that_does_not_restore_the_rows_stops_a_destructive_deploy(
+    project: Path, tmp_path: Path, database: str, lossy: bool
+) -> None:
+    """Restore-verified gate: before a revision drops a column, `db deploy` restores its
+    fresh backup into a scratch database and compares the rows of the table at risk with the
+    live ones. A dump tool that loses rows or characters refuses the deploy: exit 1, nothing
+    migrated, no backup kept, no scratch database left. With the sound tool (the twin), the
+    same deploy checks the backup and drops the column."""
+    path = os.environ["PATH"]
+    if lossy:
+        tool, option = LOSSY_DUMP[database]
+        (tmp_path / tool).write_text(f'#!/bin/sh\nexec {shutil.which(tool)} "$@" {option}\n')
+        (tmp_path / tool).chmod(0o755)
+        path = f"{tmp_path}:{path}"
+    backups = project / "backups"
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, backups, ignore_errors=True)
+        url = stack.enter_context(scratch_database(database, tmp_path))
+        before_the_drop(project, url)
+        before = fingerprint(url)
+
+        done = db(project, "deploy", DATABASE_URL=url, PATH=path)
+
+        after = fingerprint(url)
+        version = sql(url, "SELECT version_num FROM alembic_version")[0]
+        left = scratch_left(database, url)
+        written = sorted(p.name for p in backups.iterdir()) if backups.exists() else []
+    assert "drop01 drops or renames (posts)" in done.stderr, done.stderr
+    assert left == [], left
+    if lossy:
+        line = done.stderr.strip().splitlines()[-1]
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "the backup does not restore what" in line and "table posts" in line, line
+        assert "nothing was migrated" in line, line
+        assert after == before and version == [["legacy01"]]
+        assert written == [], written
+    else:
+        assert done.returncode == 0, done.stderr
+        assert "the backup restores 1 table(s), 3000 rows, checksums equal" in done.stderr
+        assert version == [["drop01"]] and after["posts"][0] == 3000
+        assert len(written) == 1, written
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("database", "async_mode"),
+    combinations(("postgresql", False), ("mysql", False), ("postgresql", True), ("mysql", True)),
+)
+def test_the_backup_check_holds_while_the_app_writes_to_the_table_at_risk(
+    project: Path, tmp_path: Path, database: str
+) -> None:
+    """The live rows and the backup are compared as of one moment: PostgreSQL's checksums
+    run in the snapshot pg_dump imports; MariaDB's in a snapshot started with the dump's
+    while the table stood still for a moment. Comparing with the table as it is after the
+    dump would fail whenever the app inserts meanwhile; here a writer inserts posts all
+    through the deploy, which checks its backup, drops the column and keeps every row."""
+    backups = project / "backups"
+    stop, inserted, errors = threading.Event(), [], []
+
+    def write(url: str) -> None:
+        with connect(url, isolation_level="AUTOCOMMIT") as connection:
+            while not stop.is_set():
+                try:
+                    connection.execute(
+                        sa.text(
+                            "INSERT INTO posts (title, body, author_id, created_at) "
+                            "VALUES ('live', 'written during the deploy', 1, CURRENT_TIMESTAMP)"
+                        )
+                    )
+                    inserted.append(1)
+                except sa.exc.DBAPIError as error:
+                    errors.append(str(error.orig))
+                    return
+
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, backups, ignore_errors=True)
+        url = stack.enter_context(scratch_database(database, tmp_path))
+        before_the_drop(project, url)
+        writer = threading.Thread(target=write, args=(url,))
+        writer.start()
+        stack.callback(writer.join)
+        stack.callback(stop.set)
+        deadline = time.monotonic() + 30
+        while len(inserted) < 20 and not errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        done = db(project, "deploy", DATABASE_URL=url)
+
+        during = len(inserted)
+        stop.set()
+        writer.join()
+        rows = sql(url, "SELECT count(*) FROM posts")[0][0][0]
+    assert errors == [], errors
+    assert done.returncode == 0, done.stderr
+    assert "checksums equal" in done.stderr, done.stderr
+    assert int(rows) == 3000 + len(inserted) and during > 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), SERVERS_ONLY)
+def test_a_user_who_may_not_create_the_scratch_database_is_told_what_to_grant(
+    project: Path, tmp_path: Path, database: str
+) -> None:
+    """The backup check and (MySQL) the restore work in a scratch database next to the
+    target. A deploying user without the right to create it (a PostgreSQL role without
+    CREATEDB, a MySQL user without the `<db>_restore_%` grant) gets one line with the
+    statement to run, and nothing changes."""
+    backups = project / "backups"
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, backups, ignore_errors=True)
+        url = stack.enter_context(scratch_database(database, tmp_path, password="pw-0"))
+        name = urlsplit(url).path.lstrip("/")
+        if database == "mysql":
+            sql(SERVERS[database], f"REVOKE ALL ON `{name}\\_restore\\_%`.* FROM '{name}'@'%'")
+        before_the_drop(project, url)
+        before = fingerprint(url)
+        made = db(project, "backup", "--output-dir", str(tmp_path / "b"), DATABASE_URL=url)
+        assert made.returncode == 0, made.stderr
+
+        deployed = db(project, "deploy", DATABASE_URL=url)
+        restored = db(project, "restore", made.stdout.splitlines()[-1], "--yes", DATABASE_URL=url)
+
+        after = fingerprint(url)
+        written = sorted(p.name for p in backups.iterdir()) if backups.exists() else []
+    escaped = name.replace("_", "\\_")  # `_` in a grant's database name matches any character
+    grant = "CREATEDB" if database == "postgresql" else f"GRANT ALL ON `{escaped}\\_restore\\_%`.*"
+    line = deployed.stderr.strip().splitlines()[-1]
+    assert deployed.returncode == 1 and "Traceback" not in deployed.stderr, deployed.stderr
+    assert grant in line and "nothing was migrated" in line and "pw-0" not in line, line
+    assert written == [] and after == before
+    if database == "mysql":  # a PostgreSQL restore needs no scratch database
+        line = one_line_failure(restored, "db restore")
+        assert grant in line and "nothing was restored" in line, line
+    else:
+        assert restored.returncode == 0, restored.stderr

@@ -7,6 +7,7 @@
 - `status`: where the database stands against the revision files;
 - `autogenerate`: how `alembic revision --autogenerate` writes revisions;
 - `backups`: back up and restore the configured database;
+- `destructive`: what a revision drops or renames, and the tables it puts at risk;
 - `scratch`: throwaway databases for the tests and the bootstrap;
 - `checks`, `snapshots`: the migration suite's library (tests/test_migrations.py);
 - `bootstrap`: what `copier copy` runs after rendering;

@@ -7,17 +7,14 @@ Everything goes through Alembic's public commands, with `on_version_apply` to lo
 database inside each step's transaction.
 """
 
-import ast
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
 from alembic import command
@@ -204,41 +201,6 @@ def new_revisions() -> list[Script]:
     if baseline not in ids:
         raise AssertionError(f"[tool.migration-safety] baseline {baseline!r} is not a revision")
     return history[ids.index(baseline) + 1 :]
-
-
-DESTRUCTIVE_CALLS = {"drop_table", "drop_column", "rename_table"}
-DESTRUCTIVE_SQL = re.compile(
-    r"\b(drop\s+(table|column|schema|database)|truncate|rename\s+(to|column))\b", re.IGNORECASE
-)
-
-
-def destructive_operations(revision: Script) -> list[str]:
-    """The calls in `upgrade()` that drop or rename tables or columns."""
-    tree = ast.parse(Path(revision.path).read_text())
-    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
-    upgrade = next((node for node in functions if node.name == "upgrade"), None)
-    found = []
-    for node in ast.walk(upgrade) if upgrade else ():
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-            continue
-        name = node.func.attr
-        renames_column = name == "alter_column" and any(
-            keyword.arg == "new_column_name" for keyword in node.keywords
-        )
-        sql = " ".join(
-            argument.value
-            for argument in ast.walk(node)
-            if isinstance(argument, ast.Constant) and isinstance(argument.value, str)
-        )
-        executes_destructive_sql = name == "execute" and DESTRUCTIVE_SQL.search(sql)
-        if name in DESTRUCTIVE_CALLS or renames_column or executes_destructive_sql:
-            found.append(ast.unparse(node))
-    return found
-
-
-def opts_in_to_destruction(revision: Script) -> bool:
-    reason = getattr(revision.module, "allow_destructive", None)
-    return isinstance(reason, str) and bool(reason.strip())
 
 
 def offline_sql(revision: Script) -> str:

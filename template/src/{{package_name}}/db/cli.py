@@ -1,7 +1,8 @@
 """The `db` command: the project's database operations, for people and for deploy pipelines.
 
     uv run db check [--json]            is the database at head? (0 yes, 1 pending, 2 cannot tell)
-    uv run db deploy [--no-backup]      back up, migrate to head under the lock, verify
+    uv run db deploy [--no-backup]      back up (and check it, before rows are dropped), migrate
+                                        to head under the lock, verify
     uv run db backup [--keep N]         a private, timestamped backup; its path is printed last
     uv run db restore FILE [--yes]      make the database hold what a backup holds, or fail whole
     uv run db bootstrap                 finish a fresh project (what `copier copy` ran)
@@ -29,7 +30,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.config import SettingsError, get_settings
-from . import ROOT, backups
+from . import ROOT, backups, destructive
 from .bootstrap import BootstrapError, bootstrap_project
 from .lock import LockNotAcquired, autocommit
 from .status import CannotTell, MigrationState, describe, first_line, message, read_state
@@ -160,7 +161,9 @@ def deploy(
 ) -> None:
     """Under the migration lock: back up, migrate to head, verify.
 
-    Another migrator running at the same time is waited for, and its work is not done
+    Before a revision that drops or renames (or carries `allow_destructive`), the backup is
+    restored into a scratch database and must hold the rows of the tables at risk. Another
+    migrator running at the same time is waited for, and its work is not done
     twice, nor backed up again. Exit status: 0 migrated (or nothing to do), 1 the backup,
     the upgrade or the verification failed (the last line says what happened and what to
     do), 2 cannot tell where the database is (nothing was done). It never downgrades.
@@ -185,6 +188,12 @@ def deploy(
     for revision in before.pending:
         say("deploy", f"  {revision.revision}  {message(revision)}")
     backup, watch = None, None
+    destroying, at_risk = destructive.at_risk(before.pending)
+    for each in destroying:
+        tables = ", ".join(sorted(each.tables)) if each.tables else "any table"
+        say("deploy", f"{each.revision.revision} drops or renames ({tables})")
+    if destroying and no_backup:
+        say("deploy", "--no-backup: no backup, so none is checked before rows are dropped")
 
     def back_up_first(connection: Connection) -> bool:
         """Called by migrations/env.py once it holds the migration lock: back up, unless a
@@ -196,8 +205,16 @@ def deploy(
                 return False
             watch.look(connection)  # the schema as this deploy starts on it, under the lock
         if not no_backup:
+            # Before a revision drops rows, the backup must be shown to restore them.
+            verify = (True if at_risk is None else at_risk) if destroying else False
             with progress("deploy", "backing up") as report:
-                backup = backups.back_up(database_url("deploy"), ROOT / "backups", report)
+                backup = backups.back_up(
+                    database_url("deploy"),
+                    ROOT / "backups",
+                    report,
+                    verify=verify,
+                    lock_timeout=get_settings().migration_lock_timeout,
+                )
         return True
 
     try:

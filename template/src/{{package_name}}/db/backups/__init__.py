@@ -34,6 +34,9 @@ PROGRESS_SECONDS = 5.0
 PARTIAL = "partial"  # in the name of a backup being written: .<database>-<time>-partial.<ext>
 # Where progress goes: one line at a time (the CLI prints it on stderr).
 Progress = Callable[[str], None]
+# A table's rows, as a backup check compares them: how many, and a checksum of their values
+# that does not depend on their order.
+Checksum = tuple[int, str]
 
 
 class BackupError(Exception):
@@ -156,9 +159,21 @@ def ticker(progress: Progress, report: Callable[[], str]) -> Iterator[None]:
         thread.join()
 
 
-def back_up(url: URL, directory: Path, progress: Progress, keep: int | None = None) -> Path:
+def back_up(
+    url: URL,
+    directory: Path,
+    progress: Progress,
+    keep: int | None = None,
+    verify: set[str] | bool = False,
+    lock_timeout: float = 30.0,
+) -> Path:
     """Back up the database at `url` into `directory` (created 0700); the backup's path.
-    With `keep`, then delete all but the newest `keep` backups of this database there."""
+    With `keep`, then delete all but the newest `keep` backups of this database there.
+
+    With `verify` (table names, or True for every table), the backup is restored into a
+    scratch database before it counts, and those tables must hold there the rows they held
+    when it was taken: same count, same checksum (see `verified`). `lock_timeout` bounds
+    the wait for the app's writers where taking the backup's snapshot needs one (MySQL)."""
     module = backend(url)
     module.check_reachable(url)
     try:
@@ -175,8 +190,14 @@ def back_up(url: URL, directory: Path, progress: Progress, keep: int | None = No
         for abandoned in remove_abandoned(directory):
             progress(f"removed {abandoned.name}, left by a backup that did not finish")
         report = lambda: f"{megabytes(partial.stat().st_size)} written"  # noqa: E731
-        with ticker(progress, report):
-            module.dump(url, partial, progress)
+        try:
+            with ticker(progress, report):
+                live = module.dump(url, partial, progress, verify, lock_timeout)
+            if verify is not False:
+                verified(url, partial, progress, live)
+        except SQLAlchemyError as error:  # the check's own sessions
+            reason = scrub(str(getattr(error, "orig", None) or error), url)
+            raise BackupError(f"checking the backup failed: {reason}") from None
         revision = module.backup_revision(partial)
         path = directory / backup_name(url, revision)
         partial.rename(path)
@@ -187,6 +208,29 @@ def back_up(url: URL, directory: Path, progress: Progress, keep: int | None = No
     for old in prune(directory, url, keep) if keep else ():
         progress(f"removed the old backup {old.name}")
     return path
+
+
+def verified(url: URL, path: Path, progress: Progress, live: dict[str, Checksum]) -> None:
+    """Restore the backup at `path` into a scratch database and compare its tables with
+    `live`, the checksums taken from the same snapshot as the backup: any difference (a
+    dump tool that skips rows, mangles characters, rounds numbers) refuses the backup."""
+    module = backend(url)
+    progress(f"checking that the backup restores {', '.join(live) or 'every table'}")
+    restored = module.restored_checksums(url, path, progress, set(live))
+    differences = []
+    for table, (rows, digest) in live.items():
+        if table not in restored:
+            differences.append(f"table {table} is missing")
+        elif restored[table][0] != rows:
+            differences.append(f"table {table}: {rows} rows live, {restored[table][0]} restored")
+        elif restored[table][1] != digest:
+            differences.append(f"table {table}: the same {rows} rows, with different values")
+    if differences:
+        raise BackupError(
+            f"the backup does not restore what {where(url)} holds ({'; '.join(differences)})"
+        )
+    rows = sum(count for count, _ in live.values())
+    progress(f"the backup restores {len(live)} table(s), {rows} rows, checksums equal")
 
 
 def check(url: URL, path: Path) -> None:
