@@ -8,7 +8,7 @@ server, the time of `pytest tests/test_migrations.py::test_new_revisions_converg
 database alone); their difference is what killing the migrator before each statement and
 deploying again costs. Usage:
 
-    uv run python benchmarks/bench_crash_convergence.py [--databases postgresql sqlite]
+    uv run python benchmarks/bench_crash_convergence.py [--databases postgresql mysql sqlite]
         [--repeat 3]
 """
 
@@ -36,14 +36,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # On PostgreSQL the concurrent build commits these first: safe to run again.
+    # On PostgreSQL the concurrent build commits these first, and MySQL/MariaDB commit each
+    # statement: safe to run again.
     op.create_table("crash_a", sa.Column("id", sa.Integer(), primary_key=True){guard})
     op.add_column("crash_a", sa.Column("note", sa.String(50)){guard})
     create_index_concurrently("ix_crash_a_note", "crash_a", ["note"])
     op.create_table(
         "crash_b",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("a_id", sa.Integer(), sa.ForeignKey("crash_a.id")),
+        sa.Column("a_id", sa.Integer(), sa.ForeignKey("crash_a.id")){guard},
     )
     op.execute("INSERT INTO crash_a (id, note) VALUES (1, 'one')")
 
@@ -75,7 +76,7 @@ def timed(project: Path, server: str | None) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--databases", nargs="+", default=["postgresql", "sqlite"])
+    parser.add_argument("--databases", nargs="+", default=["postgresql", "mysql", "sqlite"])
     parser.add_argument("--repeat", type=int, default=3)
     options = parser.parse_args()
     rows = []
@@ -86,7 +87,7 @@ def main() -> None:
             timed(project, server)  # warm-up: bytecode, uv environment
             without = statistics.median(timed(project, server) for _ in range(options.repeat))
             revision = project / "migrations" / "versions" / "2099_01_01_0000-crash5.py"
-            guard = ", if_not_exists=True" if database == "postgresql" else ""
+            guard = ", if_not_exists=True" if database != "sqlite" else ""
             revision.write_text(REVISION.format(down=down, guard=guard))
             timed(project, server)
             crashed = statistics.median(timed(project, server) for _ in range(options.repeat))
