@@ -26,6 +26,7 @@ MariaDB and SQLite databases. Each test is one attack; it asserts what the opera
 | a lossy dump before a column is dropped: deploy refuses; sound twin passes | all |
 | the backup check while the app writes to the table at risk | PostgreSQL, MariaDB, sync+async |
 | a user who may not create the scratch database: told what to grant | PostgreSQL, MariaDB |
+| a MySQL restore into a database with a view: refused, nothing changed | MariaDB |
 
 Killing the migrator before each statement of a new revision is the rendered suite's own
 test (`test_new_revisions_converge_after_a_crash`), proved in test_migration_suite.py.
@@ -1003,3 +1004,30 @@ def test_a_user_who_may_not_create_the_scratch_database_is_told_what_to_grant(
         assert grant in line and "nothing was restored" in line, line
     else:
         assert restored.returncode == 0, restored.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), combinations(("mysql", False)))
+def test_a_mysql_restore_refuses_what_cannot_move_between_databases(
+    project: Path, tmp_path: Path, database: str
+) -> None:
+    """MySQL's restore swaps tables in from a scratch database with one RENAME TABLE; views,
+    triggers and routines cannot move that way. A database holding one is refused before
+    anything changes, with the command that restores it by hand."""
+    with scratch_database(database, tmp_path) as url:
+        populated(project, url, users=50)
+        made = db(project, "backup", "--output-dir", str(tmp_path / "b"), DATABASE_URL=url)
+        assert made.returncode == 0, made.stderr
+        backup = made.stdout.splitlines()[-1]
+        sql(url, "CREATE VIEW recent_users AS SELECT id, email FROM users WHERE id > 40")
+        sql(url, "DELETE FROM posts WHERE id > 25")
+        before = fingerprint(url)
+
+        done = db(project, "restore", backup, "--yes", DATABASE_URL=url)
+
+        after = fingerprint(url)
+        left = scratch_left(database, url)
+    line = one_line_failure(done, "db restore")
+    assert "holds view recent_users, which cannot move between databases" in line, line
+    assert f"restore by hand with `mariadb {urlsplit(url).path.lstrip('/')} < " in line, line
+    assert "nothing was restored" in line and after == before and left == []
