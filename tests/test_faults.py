@@ -848,6 +848,12 @@ def before_the_drop(project: Path, url: str) -> None:
     sql(url, "UPDATE posts SET legacy = 'ünïcode — 日本語'")
 
 
+def new_files(directory: Path, existing: set[Path]) -> set[Path]:
+    """The files in `directory` that are not in `existing` (the shared project's backups/
+    may hold other tests' backups)."""
+    return set(directory.iterdir()) - existing if directory.exists() else set()
+
+
 # A dump tool that loses what a restore needs, as a wrapper found first on PATH: PostgreSQL's
 # skips the rows of a table, MariaDB's writes the dump in latin1 (characters outside it become
 # `?`, the row count stays the same).
@@ -889,13 +895,14 @@ def test_a_backup_that_does_not_restore_the_rows_stops_a_destructive_deploy(
         url = stack.enter_context(scratch_database(database, tmp_path))
         before_the_drop(project, url)
         before = fingerprint(url)
+        existing = new_files(backups, set())
 
         done = db(project, "deploy", DATABASE_URL=url, PATH=path)
 
         after = fingerprint(url)
         version = sql(url, "SELECT version_num FROM alembic_version")[0]
         left = scratch_left(database, url)
-        written = sorted(p.name for p in backups.iterdir()) if backups.exists() else []
+        written = sorted(p.name for p in new_files(backups, existing))
     assert "drop01 drops or renames (posts)" in done.stderr, done.stderr
     assert left == [], left
     if lossy:
@@ -987,12 +994,13 @@ def test_a_user_who_may_not_create_the_scratch_database_is_told_what_to_grant(
         before = fingerprint(url)
         made = db(project, "backup", "--output-dir", str(tmp_path / "b"), DATABASE_URL=url)
         assert made.returncode == 0, made.stderr
+        existing = new_files(backups, set())
 
         deployed = db(project, "deploy", DATABASE_URL=url)
         restored = db(project, "restore", made.stdout.splitlines()[-1], "--yes", DATABASE_URL=url)
 
         after = fingerprint(url)
-        written = sorted(p.name for p in backups.iterdir()) if backups.exists() else []
+        written = sorted(p.name for p in new_files(backups, existing))
     escaped = name.replace("_", "\\_")  # `_` in a grant's database name matches any character
     grant = "CREATEDB" if database == "postgresql" else f"GRANT ALL ON `{escaped}\\_restore\\_%`.*"
     line = deployed.stderr.strip().splitlines()[-1]
