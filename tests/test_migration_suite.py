@@ -69,6 +69,17 @@ class Project:
         path = self.path / "migrations" / "versions" / f"2099_01_01_0000-{rev}_injected.py"
         path.write_text("\n".join(lines))
 
+    def autogenerate(self, message: str, directory: Path) -> str:
+        """`alembic revision --autogenerate -m <message>` against a scratch database at
+        head, as a user runs it; the revision's text."""
+        with scratch_database(self.database, directory) as url:
+            env = project_env(DATABASE_URL=url)
+            run(["uv", "run", "alembic", "upgrade", "head"], self.path, env)
+            autogenerate = ["uv", "run", "alembic", "revision", "--autogenerate", "-m", message]
+            run(autogenerate, self.path, env)
+        (revision,) = (self.path / "migrations" / "versions").glob(f"*_{message}.py")
+        return revision.read_text()
+
     def edit(self, relative: str, old: str, new: str) -> None:
         path = self.path / relative
         text = path.read_text()
@@ -237,6 +248,8 @@ AUTHOR_FIELD = (
     '    author_id: int = Field(foreign_key="users.id", ondelete="CASCADE", nullable=False)\n'
 )
 EDITOR_FIELD = '    editor_id: int | None = Field(default=None, foreign_key="users.id")\n'
+ROLE = 'class Role(enum.StrEnum):\n    reader = "reader"\n    editor = "editor"\n\n\n'
+ROLE_FIELD = "    role: Role | None = None\n"
 # posts has two foreign keys to users now: the relationship says which one it follows.
 ONE_PATH_TO_POSTS = '{"passive_deletes": "all", "foreign_keys": "[Post.author_id]"}'
 DROP_NICKNAME = """
@@ -375,19 +388,30 @@ class TestMistakesAreCaught:
         clean.edit(f"{models}/user.py", USER_FIELDS, USER_FIELDS + NICKNAME_FIELD)
         clean.edit(f"{models}/user.py", '{"passive_deletes": "all"}', ONE_PATH_TO_POSTS)
         clean.edit(f"{models}/post.py", AUTHOR_FIELD, AUTHOR_FIELD + EDITOR_FIELD)
-        with scratch_database(clean.database, tmp_path) as url:
-            env = project_env(DATABASE_URL=url)
-            run(["uv", "run", "alembic", "upgrade", "head"], clean.path, env)
-            run(
-                ["uv", "run", "alembic", "revision", "--autogenerate", "-m", "nick"],
-                clean.path,
-                env,
-            )
-        (revision,) = (clean.path / "migrations" / "versions").glob("*_nick.py")
-        text = revision.read_text()
+        text = clean.autogenerate("nick", tmp_path)
         assert text.count("if_not_exists=True") == 3, text
         assert "create_foreign_key_if_not_exists(" in text, text
         assert 'drop_foreign_key_if_exists("fk_posts_editor_id_users", "posts")' in text, text
+        expect_success(clean)
+
+    @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
+    def test_enum_value_added_without_revision(self, clean: Project, tmp_path: Path) -> None:
+        """PostgreSQL keeps an enum's values in its type: a value added in Python used to
+        produce no revision, a clean `alembic check` and a failing app. alembic-postgresql-
+        enum makes the drift check see it and autogenerate write ALTER TYPE ... ADD VALUE."""
+        user = f"src/{clean.package}/models/user.py"
+        clean.edit(
+            user, "from datetime import datetime\n", "import enum\nfrom datetime import datetime\n"
+        )
+        clean.edit(user, "class UserBase(SQLModel):", ROLE + "class UserBase(SQLModel):")
+        clean.edit(user, USER_FIELDS, USER_FIELDS + ROLE_FIELD)
+        created = clean.autogenerate("role", tmp_path)
+        assert 'sa.Enum("reader", "editor", name="role").create(op.get_bind())' in created
+        clean.edit(user, '    editor = "editor"\n', '    editor = "editor"\n    admin = "admin"\n')
+        expect_failure(clean, "test_models_and_migrations_agree", r"add_enum_value.*'admin'")
+        # The corrected twin: the revision autogenerate writes for it.
+        added = clean.autogenerate("admin", tmp_path)
+        assert 'op.add_enum_value(\n        enum_schema="public",' in added, added
         expect_success(clean)
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)

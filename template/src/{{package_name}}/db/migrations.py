@@ -14,8 +14,14 @@ from alembic.util import CommandError
 from sqlalchemy import URL, Connection, event
 from sqlalchemy.exc import DBAPIError
 
-from ..core.config import Settings, SettingsError, get_settings
+from ..core.config import DATABASE, Settings, SettingsError, get_settings
 from .lock import autocommit
+
+if DATABASE == "postgresql":
+    # Autogenerate then compares enum types' values with the models' (a value added in
+    # Python becomes `op.sync_enum_values`, which ALTER TYPE ... ADD VALUE), creates and
+    # drops the types themselves, and revisions can run that operation.
+    import alembic_postgresql_enum  # noqa: F401
 
 
 def settings() -> Settings:
