@@ -212,6 +212,7 @@ TANGLED_HISTORY = [
 
 WALK = "test_every_revision_upgrades_downgrades_cleanly_and_upgrades_again"
 CRASH = "test_new_revisions_converge_after_a_crash"
+SEQUENCES = "test_sequences_reach_as_far_as_their_columns"
 
 
 def online_helpers(project: Project) -> str:
@@ -248,6 +249,10 @@ AUTHOR_FIELD = (
     '    author_id: int = Field(foreign_key="users.id", ondelete="CASCADE", nullable=False)\n'
 )
 EDITOR_FIELD = '    editor_id: int | None = Field(default=None, foreign_key="users.id")\n'
+INTEGER_KEY = "    id: int | None = Field(default=None, primary_key=True)\n    created_at"
+BIGINT_KEY = "primary_key=True, sa_type=sa.BigInteger"
+END_OF_COMMANDS = "    # ### end Alembic commands ###"
+SEQUENCE_AS = '    op.execute("ALTER SEQUENCE users_id_seq AS {}")\n'
 ROLE = 'class Role(enum.StrEnum):\n    reader = "reader"\n    editor = "editor"\n\n\n'
 ROLE_FIELD = "    role: Role | None = None\n"
 # posts has two foreign keys to users now: the relationship says which one it follows.
@@ -413,6 +418,32 @@ class TestMistakesAreCaught:
         added = clean.autogenerate("admin", tmp_path)
         assert 'op.add_enum_value(\n        enum_schema="public",' in added, added
         expect_success(clean)
+
+    @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
+    def test_key_widened_without_its_sequence(self, clean: Project, tmp_path: Path) -> None:
+        """users.id widened to bigint, as autogenerate writes it: its SERIAL sequence stays
+        `AS integer`, and inserts would stop at 2**31 - 1. The twin widens the sequence."""
+        user = f"src/{clean.package}/models/user.py"
+        clean.edit(user, "from pydantic", "import sqlalchemy as sa\nfrom pydantic")
+        clean.edit(user, INTEGER_KEY, INTEGER_KEY.replace("primary_key=True", BIGINT_KEY))
+        widened = clean.autogenerate("bigint", tmp_path)
+        assert "type_=sa.BigInteger()" in widened, widened
+        expect_failure(
+            clean,
+            SEQUENCES,
+            r"users\.id is bigint, but its sequence users_id_seq is integer and stops at "
+            r"2147483647: add `op\.execute\(\"ALTER SEQUENCE users_id_seq AS bigint\"\)`",
+        )
+        (revision,) = (clean.path / "migrations" / "versions").glob("*_bigint.py")
+        upgrade, downgrade, rest = widened.split(END_OF_COMMANDS)
+        revision.write_text(
+            f"{upgrade}{SEQUENCE_AS.format('bigint')}{END_OF_COMMANDS}"
+            f"{downgrade}{SEQUENCE_AS.format('integer')}{END_OF_COMMANDS}{rest}"
+        )
+        passed, output = clean.migration_suite(SEQUENCES)
+        assert passed, output
+        passed, output = clean.migration_suite(WALK)  # its downgrade puts the sequence back
+        assert passed, output
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_model_change_without_revision(self, clean: Project) -> None:
