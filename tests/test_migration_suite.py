@@ -446,6 +446,20 @@ class TestMistakesAreCaught:
         assert passed, output
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
+    def test_a_plain_datetime_field_is_written_without_sqlmodel(
+        self, clean: Project, tmp_path: Path
+    ) -> None:
+        """SQLModel 0.0.50 maps a plain `datetime` field to its own UTCDateTime, which
+        autogenerate wrote as `sqlmodel.sql.sqltypes.UTCDateTime()` with `import sqlmodel`:
+        revisions must not import SQLModel (decision 0010). Written as plain SQLAlchemy."""
+        user = f"src/{clean.package}/models/user.py"
+        clean.edit(user, USER_FIELDS, USER_FIELDS + "    last_seen: datetime | None = None\n")
+        text = clean.autogenerate("seen", tmp_path)
+        assert 'sa.Column("last_seen", sa.DateTime(timezone=True), nullable=True)' in text, text
+        assert "sqlmodel" not in text, text
+        expect_success(clean)
+
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_model_change_without_revision(self, clean: Project) -> None:
         clean.edit(
             f"src/{clean.package}/models/user.py",

@@ -8,12 +8,18 @@ from alembic.autogenerate.api import AutogenContext
 from alembic.operations import ops
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Dialect
+from sqlmodel.sql import sqltypes
 from sqlmodel.sql.sqltypes import AutoString
 
 from ..core.config import DATABASE
 from ..models.base import UTCDateTime
 
 PACKAGE = __package__.rsplit(".", 1)[0]
+# The models' aware datetimes: the project's UTCDateTime, and the one SQLModel (0.0.50 and
+# later) gives a plain `datetime` field. Both are TIMESTAMP WITH TIME ZONE in the database.
+AWARE_DATETIMES = tuple(
+    kind for kind in (UTCDateTime, getattr(sqltypes, "UTCDateTime", None)) if kind is not None
+)
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
@@ -21,7 +27,7 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
     SQLModel: a revision keeps working whatever later happens to either."""
     if type_ != "type":
         return False
-    if isinstance(obj, UTCDateTime):
+    if isinstance(obj, AWARE_DATETIMES):
         return "sa.DateTime(timezone=True)"
     if isinstance(obj, AutoString):  # SQLModel's `str`; without a length, VARCHAR(255) on MySQL
         length = obj.impl.length
