@@ -8,12 +8,12 @@ from pathlib import Path
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Connection, Executable, delete, text
+from sqlalchemy import delete
 from sqlalchemy.engine import URL
 
 from ..core.config import DATABASE, to_driver_url
 from ..models import metadata
-from .connection import run_with_connection
+from .connection import execute
 
 
 @contextmanager
@@ -48,16 +48,6 @@ def scratch_database(server_url: URL | None, prefix: str = "scratch") -> Iterato
         yield server_url.set(database=name)
     finally:
         execute(admin, drop)
-
-
-def execute(url: URL, *statements: str | Executable) -> None:
-    """Run statements outside any transaction (CREATE DATABASE cannot run inside one)."""
-
-    def run(connection: Connection) -> None:
-        for statement in statements:
-            connection.execute(text(statement) if isinstance(statement, str) else statement)
-
-    run_with_connection(url, run, isolation_level="AUTOCOMMIT")
 
 
 def empty_tables(url: URL) -> None:
