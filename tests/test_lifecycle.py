@@ -43,6 +43,7 @@ USER_OWNED = (
     "tests/test_users.py",
     "tests/test_posts.py",
     "tests/data_migration_example.py",
+    "tests/data_migration_example_schema.py",
     "tests/test_data_migration_example.py",
     "migrations/versions/",
 )

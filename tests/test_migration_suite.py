@@ -86,12 +86,14 @@ class Project:
         assert old in text, f"{old!r} not in {relative}"
         path.write_text(text.replace(old, new, 1))
 
-    def migration_suite(self, test: str | None = None) -> tuple[bool, str]:
+    def migration_suite(
+        self, test: str | None = None, module: str = "test_migrations"
+    ) -> tuple[bool, str]:
         """`uv run pytest -m migrations`, or only the migration test named `test`."""
         env = project_env(CI="true")
         if self.test_server:
             env["TEST_DATABASE_URL"] = self.test_server
-        selection = [f"tests/test_migrations.py::{test}"] if test else ["-m", "migrations"]
+        selection = [f"tests/{module}.py::{test}"] if test else ["-m", "migrations"]
         args = ["uv", "run", "pytest", "-p", "no:cacheprovider", "-q", *selection]
         done = run(args, self.path, env, check=False)
         return done.returncode == 0, done.stdout + done.stderr
@@ -213,6 +215,21 @@ TANGLED_HISTORY = [
 WALK = "test_every_revision_upgrades_downgrades_cleanly_and_upgrades_again"
 CRASH = "test_new_revisions_converge_after_a_crash"
 SEQUENCES = "test_sequences_reach_as_far_as_their_columns"
+LOCKS = "test_new_revisions_take_no_dangerous_locks"
+# A data migration written the documented way: it reads rows through op.get_bind().
+BACKFILL = """
+users = sa.table("users", sa.column("id"), sa.column("full_name"))
+connection = op.get_bind()
+for (user_id,) in connection.execute(sa.select(users.c.id).where(users.c.full_name.is_(None))):
+    connection.execute(users.update().where(users.c.id == user_id).values(full_name="?"))
+""".strip()
+WIDEN_FULL_NAME = (
+    'op.alter_column("users", "full_name", type_=sa.String(300), existing_type=sa.String(255))'
+)
+NARROW_FULL_NAME = (
+    'op.alter_column("users", "full_name", type_=sa.String(255), existing_type=sa.String(300))'
+)
+WIDENING = '{"changing-column-type": "widening a VARCHAR only changes the catalog"}'
 
 
 def online_helpers(project: Project) -> str:
@@ -526,6 +543,69 @@ class TestMistakesAreCaught:
             r"changing-column-type",
             r"adding-foreign-key-constraint|constraint-missing-not-valid",
         )
+
+    @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
+    def test_data_migration_without_declaration(self, clean: Project) -> None:
+        """A revision that reads rows cannot be written as offline SQL for squawk: the
+        documented data migration used to fail with an AttributeError traceback. Declared,
+        it passes every test."""
+        clean.add_revision("dat111", BACKFILL)
+        expect_failure(
+            clean,
+            LOCKS,
+            r"revision dat111 .*cannot be written as SQL without a database "
+            r"\(\w+Error: .*\)\. .*declare `data_migration = True`",
+        )
+        clean.add_revision("dat111", BACKFILL, extra="data_migration = True")
+        passed, output = clean.migration_suite()
+        assert passed, output
+        assert "revision dat111 (dat111 message) is a data migration" in output, output
+
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
+    def test_data_migration_that_changes_the_schema(self, clean: Project) -> None:
+        """Declared a data migration, squawk does not see it: it must not change the
+        schema, or its DDL would reach production unlinted."""
+        upgrade = f'{BACKFILL}\nop.add_column("users", sa.Column("nickname", sa.String(50)))'
+        clean.add_revision("dat222", upgrade, extra="data_migration = True")
+        expect_failure(
+            clean,
+            WALK,
+            r"revision dat222 .*declares `data_migration = True` but changes the schema "
+            r"\(adds: column users\.nickname",
+        )
+
+    @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
+    def test_squawk_rule_accepted_by_one_revision(self, clean: Project) -> None:
+        """Widening a VARCHAR is a catalog change on PostgreSQL, but squawk reports every
+        type change: a revision accepts the rule, with its reason, and the run lists it."""
+        clean.add_revision("sqk111", WIDEN_FULL_NAME, NARROW_FULL_NAME)
+        expect_failure(clean, LOCKS, r"sqk111.*changing-column-type", r"allow_squawk = ")
+        clean.add_revision(
+            "sqk111", WIDEN_FULL_NAME, NARROW_FULL_NAME, extra='allow_squawk = ["changing"]'
+        )
+        expect_failure(clean, LOCKS, r"revision sqk111 .*allow_squawk must map each squawk rule")
+        clean.add_revision(
+            "sqk111", WIDEN_FULL_NAME, NARROW_FULL_NAME, extra=f"allow_squawk = {WIDENING}"
+        )
+        passed, output = clean.migration_suite(LOCKS)
+        assert passed, output
+        assert "revision sqk111 (sqk111 message) accepts squawk's changing-column-type: " in output
+
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
+    def test_example_data_migration_ignores_changes_to_users(
+        self, clean: Project, tmp_path: Path
+    ) -> None:
+        """The example data migration has a table of its own: dropping the users column
+        that the example used to fill from leaves its test passing."""
+        user = f"src/{clean.package}/models/user.py"
+        clean.edit(user, USER_FIELDS, "")
+        clean.edit(user, USER_FIELDS, "")  # UserUpdate's
+        text = clean.autogenerate("no_full_name", tmp_path)
+        assert 'drop_column("full_name")' in text, text
+        passed, output = clean.migration_suite(
+            "test_backfill_display_names", module="test_data_migration_example"
+        )
+        assert passed, output
 
     @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
     def test_safe_postgresql_revision_passes(self, clean: Project) -> None:

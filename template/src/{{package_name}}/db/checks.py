@@ -58,8 +58,8 @@ def first_line(error: BaseException) -> str:
 # ---------------------------------------------------------------- the walk
 
 
-class SchemaNotRestored(Exception):
-    pass
+class WalkFailed(Exception):
+    """A problem the walk found inside a step: its message says which and why."""
 
 
 @dataclass
@@ -81,16 +81,24 @@ class Walk:
         self.applied.append(step.up_revision_id)
 
     def remember(self, ctx: Any, step: MigrationInfo, **_: Any) -> None:
-        """After each upgrade step: what the schema was before it, for its downgrade."""
-        self.before[step.up_revision_id] = self.latest
+        """After each upgrade step: what the schema was before it, for its downgrade. A
+        data migration must have left it as it was."""
+        self.before[step.up_revision_id] = before = self.latest
         self.latest = snapshots.take(ctx.connection)
+        if is_data_migration(step.up_revision) and self.latest != before:
+            raise WalkFailed(
+                f"{describe(step.up_revision)} declares `data_migration = True` but changes "
+                f"the schema ({snapshots.difference(before, self.latest, 'adds', 'removes')}): "
+                "move the schema "
+                "changes to a revision of their own, which squawk can lint"
+            )
 
     def compare(self, ctx: Any, step: MigrationInfo, **_: Any) -> None:
         """After each downgrade step: the schema must be what its upgrade found."""
         expected = self.before[step.up_revision_id]
         found = snapshots.take(ctx.connection)
         if found != expected:
-            raise SchemaNotRestored(
+            raise WalkFailed(
                 f"the downgrade of {describe(step.up_revision)} does not restore the schema "
                 f"before it, {snapshots.difference(expected, found)}"
             )
@@ -115,7 +123,7 @@ class Walk:
             config = alembic_config(self.connection, on_version_apply=[*checks, self.note])
             try:
                 migrate(config, destination)
-            except SchemaNotRestored as problem:
+            except WalkFailed as problem:
                 return [str(problem)]
             except Exception as error:  # any failure of a revision is what the walk reports
                 revision = self.failed(upgrading=migrate is command.upgrade)
@@ -243,6 +251,64 @@ def new_revisions() -> list[Script]:
     if baseline not in ids:
         raise AssertionError(f"[tool.migration-safety] baseline {baseline!r} is not a revision")
     return history[ids.index(baseline) + 1 :]
+
+
+def is_data_migration(revision: Script) -> bool:
+    """`data_migration = True` at a revision's top level: it changes rows, never the schema
+    (the walk checks that), so squawk does not lint it (it cannot be written as SQL)."""
+    return getattr(revision.module, "data_migration", False) is True
+
+
+def accepted_squawk_rules(revision: Script) -> dict[str, str]:
+    """`allow_squawk = {"<rule>": "<why>"}` at a revision's top level: the squawk rules it
+    accepts, each with its reason. ValueError when it is spelled otherwise."""
+    accepted = getattr(revision.module, "allow_squawk", {})
+    if not isinstance(accepted, dict) or not all(
+        isinstance(rule, str) and isinstance(why, str) and why.strip()
+        for rule, why in accepted.items()
+    ):
+        raise ValueError(
+            f"{describe(revision)}: allow_squawk must map each squawk rule to the reason it is "
+            'safe, e.g. allow_squawk = {"changing-column-type": "widening a VARCHAR only"}'
+        )
+    return accepted
+
+
+def squawk_input(revision: Script) -> str | None:
+    """What squawk lints for a new revision: the SQL production would run (offline mode),
+    headed by squawk's own comment for the rules the revision accepts; None for a data
+    migration. ValueError when the revision cannot be written as SQL, which a revision that
+    reads rows cannot."""
+    accepted = accepted_squawk_rules(revision)
+    if is_data_migration(revision):
+        return None
+    try:
+        sql = offline_sql(revision)
+    except Exception as error:  # what the revision's own code raised without a database
+        raise ValueError(
+            f"{describe(revision)} cannot be written as SQL without a database "
+            f"({type(error).__name__}: {first_line(error)}). A revision that reads rows is a "
+            "data migration: declare `data_migration = True` at its top level and move its "
+            "schema changes to a revision of their own, which squawk can lint"
+        ) from error
+    header = f"-- squawk-ignore-file {', '.join(accepted)}\n" if accepted else ""
+    return header + sql
+
+
+def opt_ins() -> list[str]:
+    """What the new revisions accept, one line each, for the end of a test run: reviewers
+    read them with the revisions."""
+    lines = []
+    for revision in new_revisions():
+        reason = getattr(revision.module, "allow_destructive", None)
+        if isinstance(reason, str):
+            lines.append(f"{describe(revision)} drops or renames: {reason}")
+        accepted = getattr(revision.module, "allow_squawk", {})
+        for rule, why in accepted.items() if isinstance(accepted, dict) else ():
+            lines.append(f"{describe(revision)} accepts squawk's {rule}: {why}")
+        if is_data_migration(revision):
+            lines.append(f"{describe(revision)} is a data migration (not linted by squawk)")
+    return lines
 
 
 def offline_sql(revision: Script) -> str:

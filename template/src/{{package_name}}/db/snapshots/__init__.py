@@ -19,11 +19,14 @@ def take(connection: Connection) -> Snapshot:
     return frozenset((kind, name, str(definition)) for kind, name, definition in rows)
 
 
-def difference(expected: Snapshot, actual: Snapshot) -> str:
-    """What `actual` has that `expected` lacks, and the reverse, in one readable line."""
+def difference(
+    expected: Snapshot, actual: Snapshot, more: str = "left behind", less: str = "missing"
+) -> str:
+    """What `actual` has that `expected` lacks (`more`), and the reverse (`less`), in one
+    readable line."""
     parts = []
     if extra := sorted(actual - expected):
-        parts.append("left behind: " + "; ".join(" ".join(row).strip() for row in extra))
+        parts.append(f"{more}: " + "; ".join(" ".join(row).strip() for row in extra))
     if missing := sorted(expected - actual):
-        parts.append("missing: " + "; ".join(" ".join(row).strip() for row in missing))
+        parts.append(f"{less}: " + "; ".join(" ".join(row).strip() for row in missing))
     return ", ".join(parts)
