@@ -40,6 +40,12 @@ class Project:
 
     def __post_init__(self) -> None:
         self.head = initial_revision(self.path)
+        self.start = run(["git", "rev-parse", "HEAD"], self.path).stdout.strip()
+
+    def release(self) -> None:
+        """Ship what is committed: the baseline becomes the head, in a commit of its own."""
+        self.edit("pyproject.toml", 'baseline = ""', f'baseline = "{self.head}"')
+        run(["git", "commit", "-qam", "release 1.0"], self.path)
 
     def add_revision(
         self, rev: str, upgrade: str, downgrade: str = "pass", down: str | None = None, extra=""
@@ -87,19 +93,19 @@ class Project:
         path.write_text(text.replace(old, new, 1))
 
     def migration_suite(
-        self, test: str | None = None, module: str = "test_migrations"
+        self, test: str | None = None, module: str = "test_migrations", extra: tuple = ()
     ) -> tuple[bool, str]:
         """`uv run pytest -m migrations`, or only the migration test named `test`."""
         env = project_env(CI="true")
         if self.test_server:
             env["TEST_DATABASE_URL"] = self.test_server
         selection = [f"tests/{module}.py::{test}"] if test else ["-m", "migrations"]
-        args = ["uv", "run", "pytest", "-p", "no:cacheprovider", "-q", *selection]
+        args = ["uv", "run", "pytest", "-p", "no:cacheprovider", "-q", *extra, *selection]
         done = run(args, self.path, env, check=False)
         return done.returncode == 0, done.stdout + done.stderr
 
     def reset(self) -> None:
-        run(["git", "checkout", "--", "."], self.path)
+        run(["git", "reset", "-q", "--hard", self.start], self.path)
         run(["git", "clean", "-fdq"], self.path)
 
 
@@ -216,6 +222,64 @@ WALK = "test_every_revision_upgrades_downgrades_cleanly_and_upgrades_again"
 CRASH = "test_new_revisions_converge_after_a_crash"
 SEQUENCES = "test_sequences_reach_as_far_as_their_columns"
 LOCKS = "test_new_revisions_take_no_dangerous_locks"
+RELEASE = "test_the_release_still_running_works_on_the_new_schema"
+NICKNAME_COLUMN = '"users", sa.Column("nickname", sa.String(50), nullable=True)'
+DROP_NICKNAME_COLUMN = (
+    'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("nickname")'
+)
+FULL_NAME_COLUMN = '"users", sa.Column("full_name", sa.String(255), nullable=True)'
+AGE_COLUMN = '"users", sa.Column("age", sa.Integer(), nullable=False)'
+AGE_COLUMN_DEFAULT = AGE_COLUMN.replace("False)", 'False, server_default="0")')
+AGE_FIELD = "    age: int = Field(default=0)\n"
+RENAME = {  # users.full_name -> name and back, as each database writes it
+    "sqlite": (
+        'with op.batch_alter_table("users") as batch_op:\n'
+        '    batch_op.alter_column("{}", new_column_name="{}")'
+    ),
+    "postgresql": 'op.alter_column("users", "{}", new_column_name="{}")',
+    "mysql": 'op.alter_column("users", "{}", new_column_name="{}", existing_type=sa.String(255))',
+}
+DROPPED = 'allow_destructive = "no longer read"'
+# Per database: (upgrade, downgrade, the error on rows, the corrected upgrade).
+NOT_NULL_NAME = (
+    'with op.batch_alter_table("users") as batch_op:\n'
+    '    batch_op.alter_column("full_name", existing_type=sa.String(255), nullable={})'
+)
+NARROW_NAME = (
+    'op.alter_column("users", "full_name", type_=sa.String({}), existing_type=sa.String({}))'
+)
+ON_ROWS_ONLY = {
+    "sqlite": (
+        NOT_NULL_NAME.format(False),
+        NOT_NULL_NAME.format(True),
+        r"NOT NULL constraint failed: .*full_name",
+        "op.execute(\"UPDATE users SET full_name = '' WHERE full_name IS NULL\")\n"
+        + NOT_NULL_NAME.format(False),
+    ),
+    "postgresql": (
+        'op.add_column("users", sa.Column("age", sa.Integer(), nullable=False))',
+        'op.drop_column("users", "age")',
+        r'column "age" of relation "users" contains null values',
+        'op.add_column("users", sa.Column("age", sa.Integer(), nullable=False, '
+        'server_default="0"))',
+    ),
+    "mysql": (
+        NARROW_NAME.format(100, 255),
+        NARROW_NAME.format(255, 100),
+        r"Data truncated for column 'full_name'",
+        'op.execute("UPDATE users SET full_name = LEFT(full_name, 100)")\n'
+        + NARROW_NAME.format(100, 255),
+    ),
+}
+SAME_NAMES = """
+import datetime
+seed_rows = {
+    "users": [
+        {"email": email, "full_name": "Ada", "created_at": datetime.datetime(2024, 1, 1)}
+        for email in ("ada@example.com", "ada.l@example.com")
+    ]
+}
+"""
 # A data migration written the documented way: it reads rows through op.get_bind().
 BACKFILL = """
 users = sa.table("users", sa.column("id"), sa.column("full_name"))
@@ -543,6 +607,147 @@ class TestMistakesAreCaught:
             r"changing-column-type",
             r"adding-foreign-key-constraint|constraint-missing-not-valid",
         )
+
+    @pytest.mark.parametrize(("database", "async_mode"), EVERY_DATABASE)
+    def test_revision_that_fails_on_populated_tables(self, clean: Project) -> None:
+        """Each passes on empty tables and fails on production's: the walk fills the tables
+        before each upgrade. Its twin (default, backfill, truncation first) passes."""
+        upgrade, downgrade, error, twin = ON_ROWS_ONLY[clean.database]
+        clean.add_revision("pop111", upgrade, downgrade)
+        expect_failure(
+            clean,
+            WALK,
+            rf"revision pop111 .*fails to upgrade on {clean.database}: .*{error}",
+            r"users held \d+ generated rows",
+        )
+        clean.add_revision("pop111", twin, downgrade)
+        passed, output = clean.migration_suite(WALK)
+        assert passed, output
+
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
+    def test_downgrade_that_loses_rows(self, clean: Project) -> None:
+        """The downgrade must keep the rows it did not mean to change."""
+        add = 'op.add_column("users", sa.Column("nick", sa.String(20)))'
+        drop = 'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("nick")'
+        clean.add_revision(
+            "los111", add, drop + '\nop.execute("DELETE FROM posts WHERE id % 2 = 0")'
+        )
+        expect_failure(
+            clean,
+            WALK,
+            r"the downgrade of revision los111 .*does not keep the rows it did not mean to "
+            r"change: posts held \d+ rows, now \d+",
+        )
+        clean.add_revision("los111", add, drop + "\nop.execute(\"UPDATE posts SET title = '?'\")")
+        expect_failure(clean, WALK, r"revision los111 .*posts\.title changed values")
+        clean.add_revision("los111", add, drop)
+        passed, output = clean.migration_suite(WALK)
+        assert passed, output
+
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
+    def test_seed_rows_of_a_revision(self, clean: Project) -> None:
+        """A business rule the generated rows cannot know (two users may share a name) is
+        the revision's own seed_rows; the unique constraint then fails on them."""
+        unique = (
+            'with op.batch_alter_table("users") as batch_op:\n'
+            '    batch_op.create_unique_constraint("uq_users_full_name", ["full_name"])'
+        )
+        drop = (
+            'with op.batch_alter_table("users") as batch_op:\n'
+            '    batch_op.drop_constraint("uq_users_full_name", type_="unique")'
+        )
+        clean.add_revision("see111", unique, drop)
+        passed, output = clean.migration_suite(WALK)
+        assert passed, output  # the generated names are all different
+        clean.add_revision("see111", unique, drop, extra=SAME_NAMES)
+        expect_failure(
+            clean, WALK, r"revision see111 .*fails to upgrade.*UNIQUE", r"users\.full_name"
+        )
+
+    @pytest.mark.parametrize(("database", "async_mode"), EVERY_DATABASE)
+    def test_rename_that_breaks_the_release_still_running(self, clean: Project) -> None:
+        """users.full_name renamed in one step: the release in production (its models, from
+        git) cannot insert a user. The expand step (a new nullable column) keeps it working."""
+        clean.release()
+        user = f"src/{clean.package}/models/user.py"
+        rename = RENAME[clean.database].format("full_name", "name")
+        back = RENAME[clean.database].format("name", "full_name")
+        clean.edit(user, USER_FIELDS, USER_FIELDS.replace("full_name", "name"))
+        clean.add_revision("rel111", rename, back, extra='allow_destructive = "renamed"')
+        expect_failure(
+            clean,
+            RELEASE,
+            r"the release still running \(commit \w+, at \w+\) fails on the schema at head: "
+            r"its User \(users\) cannot insert: .*full_name.* The fix: .*renamed or dropped",
+        )
+        # The twin: add the new column beside the old one (expand).
+        clean.edit(user, USER_FIELDS.replace("full_name", "name"), USER_FIELDS + NICKNAME_FIELD)
+        clean.add_revision("rel111", f"op.add_column({NICKNAME_COLUMN})", DROP_NICKNAME_COLUMN)
+        passed, output = clean.migration_suite(RELEASE)
+        assert passed, output
+
+    @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
+    def test_changes_the_release_still_running_cannot_take(self, clean: Project) -> None:
+        """A drop, a NOT NULL column without a server default, a narrowed type: each
+        names the release's model and the column; the server default is the twin."""
+        clean.release()
+        user = f"src/{clean.package}/models/user.py"
+        narrow = NARROW_NAME.format(100, 255)
+        clean.edit(user, "max_length=255)\n\n\nclass User(", "max_length=100)\n\n\nclass User(")
+        clean.add_revision("rel222", narrow, NARROW_NAME.format(255, 100))
+        expect_failure(clean, RELEASE, r"its User \(users\) cannot insert: value too long")
+        clean.reset()
+        clean.release()
+        clean.edit(user, USER_FIELDS, "")
+        clean.edit(user, USER_FIELDS, "")  # UserUpdate's
+        drop = 'op.drop_column("users", "full_name")'
+        clean.add_revision("rel333", drop, f"op.add_column({FULL_NAME_COLUMN})", extra=DROPPED)
+        expect_failure(clean, RELEASE, r"its User \(users\) cannot insert: column \"full_name\"")
+        clean.reset()
+        clean.release()
+        clean.edit(user, USER_FIELDS, USER_FIELDS + AGE_FIELD)
+        clean.add_revision(
+            "rel444", f"op.add_column({AGE_COLUMN})", 'op.drop_column("users", "age")'
+        )
+        expect_failure(
+            clean,
+            RELEASE,
+            r"its User \(users\) cannot insert: null value in column \"age\".* server default",
+        )
+        clean.add_revision(
+            "rel444",
+            f"op.add_column({AGE_COLUMN_DEFAULT})",
+            'op.drop_column("users", "age")',
+        )
+        passed, output = clean.migration_suite(RELEASE)
+        assert passed, output
+
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
+    def test_code_that_needs_a_contract_revision(self, clean: Project) -> None:
+        """This code runs before the contract revisions: a column it uses must not come
+        from one. Without the phase, the same revision is an expand step and passes."""
+        clean.release()
+        clean.edit(f"src/{clean.package}/models/user.py", USER_FIELDS, USER_FIELDS + NICKNAME_FIELD)
+        upgrade = f"op.add_column({NICKNAME_COLUMN})"
+        clean.add_revision("rel555", upgrade, DROP_NICKNAME_COLUMN, extra='phase = "contract"')
+        expect_failure(
+            clean,
+            RELEASE,
+            r"this code's User \(users\) fails to insert on the schema before the contract "
+            r"revisions \(at \w+\): .*nickname",
+        )
+        clean.add_revision("rel555", upgrade, DROP_NICKNAME_COLUMN)
+        passed, output = clean.migration_suite(RELEASE)
+        assert passed, output
+
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
+    def test_release_check_says_why_it_skips(self, clean: Project) -> None:
+        """With no baseline there is no release to compare with: a revision after the first
+        makes the check say so (without one, there is nothing to check)."""
+        clean.add_revision("rel666", f"op.add_column({NICKNAME_COLUMN})", DROP_NICKNAME_COLUMN)
+        passed, output = clean.migration_suite(RELEASE, extra=("-rs",))
+        assert passed, output
+        assert "no release to check against: no baseline in [tool.migration-safety]" in output
 
     @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
     def test_data_migration_without_declaration(self, clean: Project) -> None:

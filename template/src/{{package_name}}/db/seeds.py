@@ -1,0 +1,416 @@
+"""Rows for the migration suite's walk: before each revision's upgrade, the tables hold rows
+generated from their schema at that point, so that a revision meets what production holds
+(db/checks.py runs it).
+
+Each batch has a row of low values (NULL where allowed, empty strings, the smallest numbers
+and dates, the first enum label), a row of high ones (strings of the maximum length, the
+largest numbers, the latest dates, the last label), a row of unicode, and ordinary rows;
+foreign keys point at rows of the parent tables; unique columns never repeat. A table gets
+a batch when it appears and whenever its columns change, up to `seed_rows_per_table` rows
+(`[tool.migration-safety]` in pyproject.toml). A revision adds its own rows for a business
+rule with `seed_rows = {"<table>": [{"<column>": <value>, ...}]}` at its top level.
+
+After a revision's downgrade, the rows it did not mean to change must still be there: the
+row count of every table, and a checksum of every column that the revision's DDL left as
+it was in the tables its source names. Then the rows seeded before it are deleted again,
+so the walk down finds each table as it was.
+"""
+
+import ast
+import datetime as dt
+import hashlib
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.script import Script
+from sqlalchemy import Connection
+
+UNICODE = "Zoë Ångström – ß 漢字 ✓"
+INTEGER_RANGES = {  # by the reflected type's name: (smallest, largest)
+    "TINYINT": (-(2**7), 2**7 - 1),
+    "SMALLINT": (-(2**15), 2**15 - 1),
+    "MEDIUMINT": (-(2**23), 2**23 - 1),
+    "BIGINT": (-(2**63), 2**63 - 1),
+}
+INTEGER_RANGE = (-(2**31), 2**31 - 1)
+# The dates every database stores (MySQL's TIMESTAMP: 1970 to 2038).
+DATES = (dt.datetime(1000, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59))
+TIMESTAMPS = (dt.datetime(1970, 1, 2), dt.datetime(2038, 1, 18))
+ORDINARY = 5  # rows per batch besides the low, high and unicode ones
+ROWS_PER_TABLE = 200  # the default of seed_rows_per_table
+
+
+class Unknown(Exception):
+    """A NOT NULL column without a default whose type the generator does not know."""
+
+
+@dataclass
+class Column:
+    name: str
+    type: Any
+    nullable: bool
+    defaulted: bool  # a server default, an identity or a computed value
+    unique: bool
+
+
+@dataclass
+class Table:
+    name: str
+    columns: list[Column]
+    key: list[str]  # primary key columns
+    generated_key: bool  # a single integer key the database numbers
+    parents: dict[str, tuple[str, str]]  # column -> (table, column) it references
+
+    def core(self) -> sa.Table:
+        columns = [sa.Column(c.name, c.type) for c in self.columns]
+        return sa.Table(self.name, sa.MetaData(), *columns)
+
+
+def reflect(connection: Connection, name: str) -> Table:
+    inspector = sa.inspect(connection)
+    key = inspector.get_pk_constraint(name).get("constrained_columns") or []
+    unique = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)}
+    unique |= {tuple(i["column_names"]) for i in inspector.get_indexes(name) if i.get("unique")}
+    single = {names[0] for names in unique if len(names) == 1} | set(
+        key[:1] if len(key) == 1 else []
+    )
+    in_unique = {column for names in unique if len(names) > 1 for column in names}
+    parents = {}
+    for foreign in inspector.get_foreign_keys(name):
+        for local, remote in zip(
+            foreign["constrained_columns"], foreign["referred_columns"], strict=True
+        ):
+            parents[local] = (foreign["referred_table"], remote)
+    columns = []
+    for found in inspector.get_columns(name):
+        defaulted = bool(found.get("default") or found.get("computed") or found.get("identity"))
+        unique_column = found["name"] in single or found["name"] in in_unique
+        columns.append(
+            Column(found["name"], found["type"], found["nullable"], defaulted, unique_column)
+        )
+    integer_key = len(key) == 1 and isinstance(
+        next(c.type for c in columns if c.name == key[0]), sa.Integer
+    )
+    generated = integer_key and key[0] not in parents
+    return Table(name, columns, key, generated, parents)
+
+
+def plain(type_: Any) -> Any:
+    """The SQLAlchemy type under a TypeDecorator (SQLModel's AutoString, a model's own)."""
+    return type_.impl_instance if isinstance(type_, sa.TypeDecorator) else type_
+
+
+def low_high(type_: Any) -> tuple[Any, Any] | None:
+    """The smallest and largest value a column of this type holds; None for a type the
+    generator does not know."""
+    type_ = plain(type_)
+    if isinstance(type_, sa.Boolean):
+        return False, True
+    if isinstance(type_, sa.Enum) and type_.enums:
+        return type_.enums[0], type_.enums[-1]
+    if isinstance(type_, sa.Integer):
+        low, high = INTEGER_RANGES.get(type(type_).__name__.upper(), INTEGER_RANGE)
+        return (0, high * 2 + 1) if getattr(type_, "unsigned", False) else (low, high)
+    if isinstance(type_, sa.Numeric) and not isinstance(type_, sa.Float):
+        if type_.precision is None:
+            return Decimal("-123456789.123456"), Decimal("123456789.123456")
+        scale = type_.scale or 0
+        largest = Decimal(10) ** (type_.precision - scale) - Decimal(10) ** -scale
+        return -largest, largest
+    if isinstance(type_, sa.Float):
+        return -1.5e30, 1.5e30
+    if isinstance(type_, sa.DateTime):
+        low, high = (
+            TIMESTAMPS if type(type_).__name__ == "TIMESTAMP" and not type_.timezone else DATES
+        )
+        if type_.timezone:
+            low, high = low.replace(tzinfo=dt.UTC), high.replace(tzinfo=dt.UTC)
+        return low, high
+    if isinstance(type_, sa.Date):
+        return DATES[0].date(), DATES[1].date()
+    if isinstance(type_, sa.Time):
+        return dt.time(0, 0), dt.time(23, 59, 59)
+    if isinstance(type_, sa.JSON):
+        return {}, {"nested": {"n": 1.5}, "list": [1, UNICODE, None, True]}
+    if isinstance(type_, sa.Uuid):
+        return uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)
+    if isinstance(type_, sa.LargeBinary):
+        return b"", bytes(range(256)) * 4
+    if isinstance(type_, sa.String):
+        length = type_.length or 4000
+        return "", "x" * length
+    return None
+
+
+def value(column: Column, row: str, serial: int) -> Any:
+    """The column's value in a row of kind `row` (low, high, unicode or ordinary); `serial`
+    makes unique values unique."""
+    bounds = low_high(column.type)
+    if bounds is None:
+        raise Unknown(f"{type(column.type).__name__}")
+    low, high = bounds
+    type_ = plain(column.type)
+    if row == "low" and column.nullable:
+        return None
+    if column.unique:  # distinct in every row ever seeded
+        if isinstance(type_, sa.Integer):
+            return serial if row != "high" else high - serial
+        if isinstance(type_, sa.String) and not isinstance(type_, sa.Enum):
+            text = f"{serial}"
+            return text.ljust(type_.length or 32, "x") if row == "high" else text
+        if isinstance(type_, sa.Uuid):
+            return uuid.UUID(int=serial)
+    if isinstance(type_, sa.Enum):
+        labels = type_.enums
+        return {"low": low, "high": high}.get(row, labels[serial % len(labels)])
+    if row in ("low", "high"):
+        return low if row == "low" else high
+    if isinstance(type_, sa.String):
+        text = UNICODE if row == "unicode" else f"row {serial}"
+        return text[: type_.length] if type_.length else text
+    if isinstance(type_, sa.Boolean):
+        return serial % 2 == 0
+    if isinstance(type_, sa.Integer | sa.Numeric):
+        return type(low)(serial % 100)
+    if isinstance(type_, sa.DateTime):
+        moment = dt.datetime(2024, 1, 1) + dt.timedelta(hours=serial)
+        return moment.replace(tzinfo=dt.UTC) if type_.timezone else moment
+    if isinstance(type_, sa.Date):
+        return dt.date(2024, 1, 1) + dt.timedelta(days=serial % 3000)
+    if isinstance(type_, sa.JSON):
+        return {"row": serial, "text": UNICODE} if row == "unicode" else {"row": serial}
+    if isinstance(type_, sa.LargeBinary):
+        return UNICODE.encode() if row == "unicode" else serial.to_bytes(4, "big")
+    return high if row == "unicode" else low
+
+
+def revision_tables(revision: Script, tables: Iterable[str]) -> set[str]:
+    """The existing tables that a revision's source names: string constants in its code
+    and words of its SQL."""
+    known = set(tables)
+    source = Path(revision.path).read_text()
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in known:
+                found.add(node.value)
+            else:
+                found |= known & set(re.findall(r"[\w$]+", node.value))
+    return found
+
+
+def checksum(values: Iterable[Any]) -> str:
+    """Order-free: the same values in any order give the same checksum."""
+    return hashlib.sha256("\x00".join(sorted(map(repr, values))).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Fingerprint:
+    counts: dict[str, int]
+    columns: dict[tuple[str, str], str]  # (table, column) -> checksum
+
+
+def fingerprint(connection: Connection, tables: Iterable[str], detailed: set[str]) -> Fingerprint:
+    """Row counts of `tables` (one query), and column checksums of the `detailed` ones."""
+    names = sorted(tables)
+    counts: dict[str, int] = {}
+    if names:
+        parts = [
+            sa.select(sa.literal(name), sa.func.count()).select_from(sa.table(name))
+            for name in names
+        ]
+        counts = dict(connection.execute(sa.union_all(*parts)).all())
+    columns = {}
+    for name in sorted(detailed & set(names)):
+        result = connection.execute(sa.select(sa.text("*")).select_from(sa.table(name)))
+        keys, rows = list(result.keys()), result.all()
+        for index, column in enumerate(keys):
+            columns[(name, column)] = checksum(row[index] for row in rows)
+    return Fingerprint(counts, columns)
+
+
+@dataclass
+class Batch:
+    """The rows seeded into one table before one revision, to delete after its downgrade."""
+
+    table: Table
+    above: int | None  # generated keys: every row above this one
+    keys: list[tuple[Any, ...]] = field(default_factory=list)  # other keys: these rows
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Seeder:
+    """Fills the tables before each revision (see the module's docstring)."""
+
+    limit: int  # rows per table at most; 0: no rows at all
+    serial: int = 0
+    seeded: dict[str, int] = field(default_factory=dict)  # table -> rows seeded so far
+    shapes: dict[str, frozenset] = field(default_factory=dict)  # table -> columns as seeded
+    batches: dict[str, list[Batch]] = field(default_factory=dict)  # revision -> its seeds
+    unfilled: dict[str, str] = field(default_factory=dict)  # table -> why not
+
+    def shape(self, snapshot: Iterable[tuple[str, str, str]]) -> dict[str, frozenset]:
+        """Each table's columns as the catalog snapshot describes them."""
+        found: dict[str, set] = {}
+        for kind, name, definition in snapshot:
+            if kind == "column":
+                table, _, column = name.partition(".")
+                found.setdefault(table, set()).add((column, definition))
+        return {table: frozenset(columns) for table, columns in found.items()}
+
+    def seed(self, connection: Connection, revision: Script, snapshot: Any) -> None:
+        """Before `revision`'s upgrade: a batch for each table that is new or changed, then
+        the revision's own `seed_rows`."""
+        batches = self.batches.setdefault(revision.revision, [])
+        shapes = self.shape(snapshot)
+        tables = sa.inspect(connection).get_table_names()
+        changed = [
+            name
+            for name in tables
+            if name != "alembic_version"
+            and name in shapes
+            and shapes[name] != self.shapes.get(name)
+        ]
+        if self.limit:
+            for table in self.in_parent_order(connection, changed):
+                self.shapes[table.name] = shapes[table.name]
+                if self.seeded.get(table.name, 0) >= self.limit or not table.key:
+                    continue
+                rows = self.generate(connection, table)
+                if rows:
+                    batches.append(self.insert(connection, table, rows))
+        own = getattr(revision.module, "seed_rows", None) or {}
+        for name, rows in own.items():
+            batches.append(self.insert(connection, reflect(connection, name), rows, own=True))
+
+    def in_parent_order(self, connection: Connection, names: list[str]) -> list[Table]:
+        """The tables, each after the tables it references."""
+        pending = {name: reflect(connection, name) for name in names}
+        ordered = []
+        while pending:
+            ready = [
+                t
+                for t in pending.values()
+                if not any(p in pending and p != t.name for p, _ in t.parents.values())
+            ] or list(pending.values())  # a cycle: break it anywhere
+            for table in ready:
+                ordered.append(pending.pop(table.name))
+        return ordered
+
+    def generate(self, connection: Connection, table: Table) -> list[dict[str, Any]]:
+        """A batch of rows for the table as it is now; none when a column cannot be filled."""
+        references = {}
+        for column, (parent, remote) in table.parents.items():
+            query = sa.select(sa.column(remote)).select_from(sa.table(parent)).limit(20)
+            references[column] = [row[0] for row in connection.execute(query)]
+        rows = []
+        kinds = ["low", "high", "unicode"] + ["ordinary"] * ORDINARY
+        for kind in kinds[: self.limit - self.seeded.get(table.name, 0)]:
+            self.serial += 1
+            row = {}
+            for column in table.columns:
+                if table.generated_key and column.name == table.key[0]:
+                    continue
+                if column.name in references:
+                    choices = references[column.name]
+                    if kind == "low" and column.nullable or not choices:
+                        if not column.nullable:
+                            self.unfilled[table.name] = f"{column.name} references an empty table"
+                            return []
+                        row[column.name] = None
+                    else:
+                        row[column.name] = choices[self.serial % len(choices)]
+                    continue
+                if kind == "low" and column.defaulted:
+                    continue  # the server default fills it
+                try:
+                    row[column.name] = value(column, kind, self.serial)
+                except Unknown as unknown:
+                    if column.nullable:
+                        row[column.name] = None
+                    elif not column.defaulted:
+                        self.unfilled[table.name] = f"{column.name} is {unknown}"
+                        return []
+            rows.append(row)
+        return rows
+
+    def insert(
+        self, connection: Connection, table: Table, rows: list[dict[str, Any]], own: bool = False
+    ) -> Batch:
+        """Insert the rows: all at once in a savepoint, else each in its own, leaving out a
+        row the schema rejects (a CHECK constraint, a charset) unless it is the revision's
+        own."""
+        core = table.core()
+        above = None
+        if table.generated_key:
+            key = core.c[table.key[0]]
+            above = connection.execute(sa.select(sa.func.max(key))).scalar() or 0
+        batch = Batch(table, above)
+        try:
+            with connection.begin_nested():
+                for columns in {frozenset(row) for row in rows}:  # a statement per shape
+                    connection.execute(core.insert(), [r for r in rows if set(r) == columns])
+            batch.rows = list(rows)
+        except sa.exc.DBAPIError:
+            if own:
+                raise
+            for row in rows:
+                try:
+                    with connection.begin_nested():
+                        connection.execute(core.insert().values(row))
+                except sa.exc.DBAPIError:
+                    continue
+                batch.rows.append(row)
+        if above is None:
+            batch.keys = [tuple(row.get(name) for name in table.key) for row in batch.rows]
+        self.seeded[table.name] = self.seeded.get(table.name, 0) + len(batch.rows)
+        return batch
+
+    def remove(self, connection: Connection, revision: Script) -> None:
+        """After `revision`'s downgrade: delete the rows seeded before its upgrade, newest
+        first, so that the walk down finds each table as it was."""
+        tables = set(sa.inspect(connection).get_table_names())
+        for batch in reversed(self.batches.pop(revision.revision, [])):
+            table = batch.table
+            self.seeded[table.name] -= len(batch.rows)
+            if table.name not in tables:
+                continue
+            core = sa.table(table.name, *[sa.column(name) for name in table.key])
+            if batch.above is not None:
+                where = core.c[table.key[0]] > batch.above
+            elif batch.keys:
+                where = sa.tuple_(*core.c).in_(batch.keys)
+            else:
+                continue
+            connection.execute(sa.delete(core).where(where))
+
+    def described(self, text: str) -> list[str]:
+        """What the tables (and columns) that an error message names held."""
+        words = set(re.findall(r"[\w$]+", text))
+        counts: dict[str, int] = {}
+        values: dict[tuple[str, str], set[str]] = {}
+        for batch in (batch for batches in self.batches.values() for batch in batches):
+            if batch.table.name not in words:
+                continue
+            counts[batch.table.name] = counts.get(batch.table.name, 0) + len(batch.rows)
+            for column in (c.name for c in batch.table.columns if c.name in words):
+                found = values.setdefault((batch.table.name, column), set())
+                found |= {short(row[column]) for row in batch.rows if column in row}
+        held = [f"{table} held {count} generated rows" for table, count in sorted(counts.items())]
+        held += [f"{t}.{c} held {', '.join(sorted(v))}" for (t, c), v in sorted(values.items())]
+        return held
+
+
+def short(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str) and len(value) > 24:
+        return f"a {len(value)}-character string"
+    return repr(value) if isinstance(value, str) else str(value)
