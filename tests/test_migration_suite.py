@@ -8,6 +8,7 @@ leaves behind) are injected into a project of each database, and of one async dr
 mistakes that the revision files or the models alone give away, into one project."""
 
 import re
+import shutil
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -240,6 +241,7 @@ RENAME = {  # users.full_name -> name and back, as each database writes it
     "mysql": 'op.alter_column("users", "{}", new_column_name="{}", existing_type=sa.String(255))',
 }
 DROPPED = 'allow_destructive = "no longer read"'
+DROP_SPANS = 'op.drop_table("spans")'
 # Per database: (upgrade, downgrade, the error on rows, the corrected upgrade).
 NOT_NULL_NAME = (
     'with op.batch_alter_table("users") as batch_op:\n'
@@ -664,6 +666,20 @@ class TestMistakesAreCaught:
             clean, WALK, r"revision see111 .*fails to upgrade.*UNIQUE", r"users\.full_name"
         )
 
+    @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
+    def test_a_table_the_walk_cannot_fill_is_named(self, clean: Project) -> None:
+        """An INTERVAL column the generator has no values for: the walk still passes, and
+        warns which table stayed empty, so that nobody takes it for tested on rows."""
+        key = 'sa.Column("id", sa.Integer, primary_key=True)'
+        span = 'sa.Column("span", sa.Interval(native=True), nullable=False)'
+        clean.add_revision("unf111", f'op.create_table("spans", {key}, {span})', DROP_SPANS)
+        clean.add_revision(
+            "unf222", f"op.add_column({NICKNAME_COLUMN})", DROP_NICKNAME_COLUMN, down="unf111"
+        )
+        passed, output = clean.migration_suite(WALK)
+        assert passed, output
+        assert "the walk left spans empty: the generator cannot fill its NOT NULL" in output
+
     @pytest.mark.parametrize(("database", "async_mode"), EVERY_DATABASE)
     def test_rename_that_breaks_the_release_still_running(self, clean: Project) -> None:
         """users.full_name renamed in one step: the release in production (its models, from
@@ -677,8 +693,9 @@ class TestMistakesAreCaught:
         expect_failure(
             clean,
             RELEASE,
-            r"the release still running \(commit \w+, at \w+\) fails on the schema at head: "
-            r"its User \(users\) cannot insert: .*full_name.* The fix: .*renamed or dropped",
+            r"the release still running \(commit \w+, at \w+\) fails on the new schema \(at "
+            r"rel111\): its User \(users\) cannot insert: .*full_name.* The fix: .*renamed or "
+            r"dropped",
         )
         # The twin: add the new column beside the old one (expand).
         clean.edit(user, USER_FIELDS.replace("full_name", "name"), USER_FIELDS + NICKNAME_FIELD)
@@ -703,6 +720,15 @@ class TestMistakesAreCaught:
         drop = 'op.drop_column("users", "full_name")'
         clean.add_revision("rel333", drop, f"op.add_column({FULL_NAME_COLUMN})", extra=DROPPED)
         expect_failure(clean, RELEASE, r"its User \(users\) cannot insert: column \"full_name\"")
+        # The twin: the same drop as a contract revision, run once the release has stopped.
+        clean.add_revision(
+            "rel333",
+            drop,
+            f"op.add_column({FULL_NAME_COLUMN})",
+            extra=f'{DROPPED}\nphase = "contract"',
+        )
+        passed, output = clean.migration_suite(RELEASE)
+        assert passed, output
         clean.reset()
         clean.release()
         clean.edit(user, USER_FIELDS, USER_FIELDS + AGE_FIELD)
@@ -733,7 +759,7 @@ class TestMistakesAreCaught:
         expect_failure(
             clean,
             RELEASE,
-            r"this code's User \(users\) fails to insert on the schema before the contract "
+            r"this code's User \(users\) cannot insert on the schema before the contract "
             r"revisions \(at \w+\): .*nickname",
         )
         clean.add_revision("rel555", upgrade, DROP_NICKNAME_COLUMN)
@@ -742,12 +768,26 @@ class TestMistakesAreCaught:
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_release_check_says_why_it_skips(self, clean: Project) -> None:
-        """With no baseline there is no release to compare with: a revision after the first
-        makes the check say so (without one, there is nothing to check)."""
-        clean.add_revision("rel666", f"op.add_column({NICKNAME_COLUMN})", DROP_NICKNAME_COLUMN)
-        passed, output = clean.migration_suite(RELEASE, extra=("-rs",))
+        """Without git history there is no release to compare with: a shallow clone (as CI
+        checks out by default) makes the check say so; the empty baseline stands for the
+        first revision, as for the other checks, and the rename fails against it."""
+        user = f"src/{clean.package}/models/user.py"
+        clean.edit(user, USER_FIELDS, USER_FIELDS.replace("full_name", "name"))
+        rename = RENAME[clean.database]
+        back = rename.format("name", "full_name")
+        clean.add_revision("rel666", rename.format("full_name", "name"), back)
+        expect_failure(clean, RELEASE, r"its User \(users\) cannot insert: .*full_name")
+        shallow = clean.path.parent / f"{clean.path.name}-shallow"
+        run(["git", "add", "--all"], clean.path)
+        run(["git", "commit", "-qm", "rename"], clean.path)
+        run(["git", "clone", "-q", "--depth=1", f"file://{clean.path}", str(shallow)], clean.path)
+        try:  # `uv run` gives the clone an environment of its own, from uv's cache
+            copy = Project(shallow, clean.database, clean.test_server)
+            passed, output = copy.migration_suite(RELEASE, extra=("-rs",))
+        finally:
+            shutil.rmtree(shallow)
         assert passed, output
-        assert "no release to check against: no baseline in [tool.migration-safety]" in output
+        assert "no release to check against: the clone is shallow" in output, output
 
     @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
     def test_data_migration_without_declaration(self, clean: Project) -> None:

@@ -111,6 +111,14 @@ class Walk:
         """Rows in the tables for `revision` to migrate, and their fingerprint."""
         try:
             self.seeder.seed(connection, revision, self.latest)
+        except Exception as error:  # the generator met a schema it cannot handle
+            raise WalkFailed(
+                f"the walk could not fill the tables before {describe(revision)}: "
+                f"{first_line(error)} (set seed_rows_per_table = 0 in pyproject.toml to walk "
+                "empty tables)"
+            ) from error
+        try:
+            self.seeder.seed_own(connection, revision)
         except Exception as error:  # the revision's own seed_rows do not fit
             raise WalkFailed(
                 f"the seed_rows of {describe(revision)} cannot be inserted: {first_line(error)}"
@@ -143,6 +151,7 @@ class Walk:
         checksum, differ from before the revision's upgrade."""
         expected = self.rows[revision]
         shapes = self.seeder.shape(self.before[revision]), self.seeder.shape(self.after[revision])
+        dropped = set(shapes[0]) - set(shapes[1])  # its rows went with it, as meant
         untouched = {
             (table, column)
             for table, columns in shapes[0].items()
@@ -153,7 +162,7 @@ class Walk:
         lost = [
             f"{table} held {count} rows, now {found.counts[table]}"
             for table, count in expected.counts.items()
-            if found.counts.get(table, count) != count
+            if table not in dropped and found.counts.get(table, count) != count
         ]
         lost += [
             f"{table}.{column} changed values"
@@ -207,15 +216,16 @@ class WalkedDatabase:
     url: Any
     problems: list[str]
     drift: str | None
+    unfilled: dict[str, str] = field(default_factory=dict)  # table -> why it had no rows
 
 
 def walk_history(url: Any) -> WalkedDatabase:
     """Walk the history on the database at `url`, then compare the models with the schema at
     head (`alembic check`). The database ends at head whenever the history allows."""
+    seeder = seeds.Seeder(settings().get("seed_rows_per_table", seeds.ROWS_PER_TABLE))
 
     def walk(connection: Connection) -> tuple[list[str], str | None]:
-        limit = settings().get("seed_rows_per_table", seeds.ROWS_PER_TABLE)
-        problems = Walk(connection, seeds.Seeder(limit)).run()
+        problems = Walk(connection, seeder).run()
         if problems:
             return problems, "not compared: the history does not migrate cleanly"
         try:
@@ -230,7 +240,7 @@ def walk_history(url: Any) -> WalkedDatabase:
             command.upgrade(alembic_config(url), "heads")
         except Exception as error:  # the walk has reported the problem already
             problems.append(f"and the database could not be brought to head: {first_line(error)}")
-    return WalkedDatabase(url, problems, drift)
+    return WalkedDatabase(url, problems, drift, seeder.unfilled)
 
 
 # ---------------------------------------------------------------- models

@@ -29,12 +29,13 @@ from alembic.script import Script
 from sqlalchemy.engine import URL
 
 from . import ROOT, seeds
-from .checks import alembic_config, new_revisions, settings
+from .checks import alembic_config, new_revisions
 
 # The smoke test, run with the code under test first on sys.path: every table model, parents
-# first, inserted with generated values (db/seeds.py's, loaded from this project by path,
-# since an older release may not have it), read back by key, updated, then deleted, all in
-# one transaction that is rolled back. Prints the problems as JSON: the first failure of
+# first, inserted with generated values, read back by key, updated, then deleted, all in one
+# transaction that is rolled back. The values (db/seeds.py) and the connection
+# (db/connection.py) are this project's, loaded by path, since an older release may not
+# have them. Prints the problems as JSON: the first failure of
 # each operation, naming the model.
 SMOKE = """
 import importlib, importlib.util, json, sys
@@ -42,13 +43,19 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
-source, package, seeds_path, url = sys.argv[1:5]
+source, package, db_path, url = sys.argv[1:5]
 sys.path.insert(0, source)
-spec = importlib.util.spec_from_file_location("release_seeds", seeds_path)
-seeds = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(seeds)
+
+
+def load(name):  # this project's module, whatever the release has
+    spec = importlib.util.spec_from_file_location("smoke_" + name, f"{db_path}/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+seeds, connection_code = load("seeds"), load("connection")
 models = importlib.import_module(package + ".models")
-connection_code = importlib.import_module(package + ".db.connection")
 sa.orm.configure_mappers()
 
 
@@ -72,8 +79,8 @@ def first_line(error):
 def values(table, serial, keys):
     row = {}
     for column in table.columns:
-        if column.primary_key and column.autoincrement is not False and not column.foreign_keys \\
-                and isinstance(column.type, sa.Integer):
+        if column is table.autoincrement_column or column.computed is not None \\
+                or column.identity is not None:
             continue
         foreign = next(iter(column.foreign_keys), None)
         if foreign is not None:
@@ -116,7 +123,7 @@ def smoke(connection):
                 item = session.get(cls, identity)
                 if operation == "update":
                     for column in cls.__table__.columns:
-                        if not column.primary_key and not column.foreign_keys:
+                        if not (column.primary_key or column.foreign_keys or column.computed):
                             setattr(item, column.key, getattr(item, column.key))
                             sa.orm.attributes.flag_modified(item, column.key)
                 elif operation == "delete":
@@ -178,16 +185,29 @@ def git(*args: str) -> str:
     return done.stdout.strip()
 
 
-def release_commit(first_new: Script) -> str:
-    """The last commit whose history ended at the baseline: the parent of the commit that
-    added the first revision after it, or HEAD while that revision is not committed."""
+def release_commit(new: list[Script]) -> str:
+    """The last commit whose history ended at the baseline: the parent of the first commit
+    that added a revision after it, or HEAD while none is committed."""
     try:
         git("rev-parse", "--is-inside-work-tree")
     except (NoRelease, OSError):
         raise NoRelease("the project is not a git repository") from None
-    path = Path(first_new.path).resolve().relative_to(ROOT.resolve())
-    added = git("log", "--diff-filter=A", "--format=%H", "--", str(path)).splitlines()
-    return git("rev-parse", f"{added[-1]}^") if added else git("rev-parse", "HEAD")
+    if git("rev-parse", "--is-shallow-repository") == "true":
+        raise NoRelease(
+            "the clone is shallow, without the release's commit: fetch the history "
+            "(`git fetch --unshallow`; in GitHub Actions, actions/checkout with fetch-depth: 0)"
+        )
+    paths = [str(Path(r.path).resolve().relative_to(ROOT.resolve())) for r in new]
+    added = git("log", "--diff-filter=A", "--format=%H", "--", *paths).splitlines()
+    if not added:
+        try:
+            return git("rev-parse", "--verify", "HEAD")
+        except NoRelease:
+            raise NoRelease("the repository has no commit yet") from None
+    first = added[-1]
+    if not git("rev-list", "--parents", "-n", "1", first).split()[1:]:
+        raise NoRelease(f"the first commit ({first[:12]}) already has revisions after the baseline")
+    return git("rev-parse", f"{first}^")
 
 
 def release_source(commit: str, directory: Path) -> Path:
@@ -198,7 +218,10 @@ def release_source(commit: str, directory: Path) -> Path:
     if archive.returncode != 0:
         raise NoRelease(f"git archive {commit} src failed: {archive.stderr.decode().strip()}")
     with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
-        tar.extractall(directory, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+            tar.extractall(directory, filter="data")
+        else:  # our own repository's archive
+            tar.extractall(directory)
     return directory / "src"
 
 
@@ -215,11 +238,11 @@ class Smoke:
 def smoke(source: Path, url: URL) -> list[Smoke]:
     """The smoke test of the code in `source` (a `src/` directory) on `url`."""
     package = __package__.rsplit(".", 1)[0]
-    seeds_path = Path(seeds.__file__)
+    db_path = Path(seeds.__file__).parent
     with tempfile.TemporaryDirectory() as empty:  # no .env: the URL comes from here only
         address = url.render_as_string(hide_password=False)
         done = subprocess.run(
-            [sys.executable, "-c", SMOKE, str(source), package, str(seeds_path), address],
+            [sys.executable, "-c", SMOKE, str(source), package, str(db_path), address],
             capture_output=True,
             text=True,
             cwd=empty,
@@ -232,38 +255,33 @@ def smoke(source: Path, url: URL) -> list[Smoke]:
 
 
 def release_problems(url: URL) -> list[str]:
-    """Both directions, on the empty database at `url`: this code on the schema before the
-    contract revisions, then the release in production on the schema at head. NoRelease
-    when there is nothing to check against."""
+    """On the empty database at `url`, brought to the new schema (every new revision up to
+    the first contract one, which runs only once the release has stopped serving): this
+    code's smoke test, then the release in production's. NoRelease when there is no
+    release to check against."""
     new = new_revisions()
     if not new:
         return []  # no schema change after the release: nothing to check
-    baseline = settings().get("baseline", "")
-    if not baseline:
-        raise NoRelease(
-            "no baseline in [tool.migration-safety] (pyproject.toml): set it to the revision "
-            "in production"
-        )
-    commit = release_commit(new[0])
+    # An empty baseline stands for the first revision, as for the other checks.
+    baseline = new[0].down_revision
+    commit = release_commit(new)
     expand = list(takewhile(lambda revision: not is_contract(revision), new))
     before_contract = expand[-1].revision if expand else baseline
     problems = []
     command.upgrade(alembic_config(url), before_contract)
     for found in smoke(ROOT / "src", url):
         problems.append(
-            f"this code's {found.model} ({found.table}) fails to {found.operation} on the "
-            f"schema before the contract revisions (at {before_contract}): {found.error}. "
-            'Only what the release still running no longer needs waits for phase = "contract": '
-            f"{hint(found.error)}"
+            f"this code's {found.model} ({found.table}) cannot {found.operation} on the schema "
+            f"before the contract revisions (at {before_contract}): {found.error}. The fix: "
+            f'{hint(found.error)}; only removals wait for phase = "contract"'
         )
-    command.upgrade(alembic_config(url), "heads")
     with tempfile.TemporaryDirectory() as directory:
         source = release_source(commit, Path(directory))
         for found in smoke(source, url):
             problems.append(
                 f"the release still running (commit {commit[:12]}, at {baseline}) fails on "
-                f"the schema at head: its {found.model} ({found.table}) cannot "
-                f"{found.operation}: {found.error}. The fix: {hint(found.error)} "
+                f"the new schema (at {before_contract}): its {found.model} ({found.table}) "
+                f"cannot {found.operation}: {found.error}. The fix: {hint(found.error)} "
                 "(expand/contract: docs/how-to/migrations.md)"
             )
     return problems

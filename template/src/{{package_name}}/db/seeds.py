@@ -19,6 +19,7 @@ so the walk down finds each table as it was.
 import ast
 import datetime as dt
 import hashlib
+import json
 import re
 import uuid
 from collections.abc import Iterable
@@ -32,15 +33,13 @@ from alembic.script import Script
 from sqlalchemy import Connection
 
 UNICODE = "Zoë Ångström – ß 漢字 ✓"
-INTEGER_RANGES = {  # by the reflected type's name: (smallest, largest)
+INTEGER_RANGES = {  # MySQL's own integer types, by name: (smallest, largest)
     "TINYINT": (-(2**7), 2**7 - 1),
-    "SMALLINT": (-(2**15), 2**15 - 1),
     "MEDIUMINT": (-(2**23), 2**23 - 1),
-    "BIGINT": (-(2**63), 2**63 - 1),
 }
-INTEGER_RANGE = (-(2**31), 2**31 - 1)
-# The dates every database stores (MySQL's TIMESTAMP: 1970 to 2038).
-DATES = (dt.datetime(1000, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59))
+# The dates every database stores (MySQL's TIMESTAMP: 1970 to 2038); the last day of 9999
+# is left out, since in a time zone east of UTC it reads back as the year 10000.
+DATES = (dt.datetime(1000, 1, 1), dt.datetime(9999, 12, 30, 23, 59, 59))
 TIMESTAMPS = (dt.datetime(1970, 1, 2), dt.datetime(2038, 1, 18))
 ORDINARY = 5  # rows per batch besides the low, high and unicode ones
 ROWS_PER_TABLE = 200  # the default of seed_rows_per_table
@@ -55,8 +54,10 @@ class Column:
     name: str
     type: Any
     nullable: bool
-    defaulted: bool  # a server default, an identity or a computed value
+    defaulted: bool  # a server default or an identity: the database can fill it
     unique: bool
+    generated: bool = False  # computed: the database always fills it
+    json: bool = False  # text that must hold JSON (MariaDB's JSON is LONGTEXT ... _bin)
 
 
 @dataclass
@@ -87,17 +88,27 @@ def reflect(connection: Connection, name: str) -> Table:
             foreign["constrained_columns"], foreign["referred_columns"], strict=True
         ):
             parents[local] = (foreign["referred_table"], remote)
-    columns = []
+    columns, numbered = [], {}
     for found in inspector.get_columns(name):
-        defaulted = bool(found.get("default") or found.get("computed") or found.get("identity"))
-        unique_column = found["name"] in single or found["name"] in in_unique
+        numbered[found["name"]] = found.get("autoincrement")
         columns.append(
-            Column(found["name"], found["type"], found["nullable"], defaulted, unique_column)
+            Column(
+                found["name"],
+                found["type"],
+                found["nullable"],
+                defaulted=bool(found.get("default") or found.get("identity")),
+                unique=found["name"] in single or found["name"] in in_unique,
+                generated=bool(found.get("computed")),
+                json=type(found["type"]).__name__ == "LONGTEXT"
+                and str(getattr(found["type"], "collation", "")).endswith("_bin"),
+            )
         )
-    integer_key = len(key) == 1 and isinstance(
-        next(c.type for c in columns if c.name == key[0]), sa.Integer
-    )
-    generated = integer_key and key[0] not in parents
+    generated = False
+    if len(key) == 1 and key[0] not in parents:
+        column = next(c for c in columns if c.name == key[0])
+        generated = isinstance(column.type, sa.Integer) and (
+            numbered[key[0]] is True or column.defaulted or connection.dialect.name == "sqlite"
+        )
     return Table(name, columns, key, generated, parents)
 
 
@@ -115,14 +126,24 @@ def low_high(type_: Any) -> tuple[Any, Any] | None:
     if isinstance(type_, sa.Enum) and type_.enums:
         return type_.enums[0], type_.enums[-1]
     if isinstance(type_, sa.Integer):
-        low, high = INTEGER_RANGES.get(type(type_).__name__.upper(), INTEGER_RANGE)
+        bits = (
+            16
+            if isinstance(type_, sa.SmallInteger)
+            else 64
+            if isinstance(type_, sa.BigInteger)
+            else 32
+        )
+        low, high = INTEGER_RANGES.get(
+            type(type_).__name__.upper(), (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        )
         return (0, high * 2 + 1) if getattr(type_, "unsigned", False) else (low, high)
     if isinstance(type_, sa.Numeric) and not isinstance(type_, sa.Float):
         if type_.precision is None:
             return Decimal("-123456789.123456"), Decimal("123456789.123456")
         scale = type_.scale or 0
-        largest = Decimal(10) ** (type_.precision - scale) - Decimal(10) ** -scale
-        return -largest, largest
+        digits = "9" * (type_.precision - scale) or "0"
+        largest = f"{digits}.{'9' * scale}" if scale else digits
+        return Decimal(f"-{largest}"), Decimal(largest)  # not -Decimal(): it rounds to 28 digits
     if isinstance(type_, sa.Float):
         return -1.5e30, 1.5e30
     if isinstance(type_, sa.DateTime):
@@ -142,8 +163,8 @@ def low_high(type_: Any) -> tuple[Any, Any] | None:
         return uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)
     if isinstance(type_, sa.LargeBinary):
         return b"", bytes(range(256)) * 4
-    if isinstance(type_, sa.String):
-        length = type_.length or 4000
+    if isinstance(type_, sa.String):  # no length: TEXT, or VARCHAR(255) where one is needed
+        length = type_.length or (4000 if isinstance(type_, sa.Text) else 255)
         return "", "x" * length
     return None
 
@@ -158,6 +179,9 @@ def value(column: Column, row: str, serial: int) -> Any:
     type_ = plain(column.type)
     if row == "low" and column.nullable:
         return None
+    if column.json:
+        text = {"low": {}, "high": {"text": "x" * 1000}, "unicode": {"text": UNICODE}}
+        return json.dumps(text.get(row, {"row": serial}))
     if column.unique:  # distinct in every row ever seeded
         if isinstance(type_, sa.Integer):
             return serial if row != "high" else high - serial
@@ -240,9 +264,13 @@ class Batch:
     """The rows seeded into one table before one revision, to delete after its downgrade."""
 
     table: Table
-    above: int | None  # generated keys: every row above this one
-    keys: list[tuple[Any, ...]] = field(default_factory=list)  # other keys: these rows
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[tuple[Any, ...]]  # the primary keys of the rows it added
+    rows: list[dict[str, Any]]
+
+
+def keys_of(connection: Connection, table: Table) -> set[tuple[Any, ...]]:
+    query = sa.select(*[sa.column(name) for name in table.key]).select_from(sa.table(table.name))
+    return {tuple(row) for row in connection.execute(query)}
 
 
 @dataclass
@@ -254,7 +282,7 @@ class Seeder:
     seeded: dict[str, int] = field(default_factory=dict)  # table -> rows seeded so far
     shapes: dict[str, frozenset] = field(default_factory=dict)  # table -> columns as seeded
     batches: dict[str, list[Batch]] = field(default_factory=dict)  # revision -> its seeds
-    unfilled: dict[str, str] = field(default_factory=dict)  # table -> why not
+    unfilled: dict[str, str] = field(default_factory=dict)  # table -> why it got no rows
 
     def shape(self, snapshot: Iterable[tuple[str, str, str]]) -> dict[str, frozenset]:
         """Each table's columns as the catalog snapshot describes them."""
@@ -266,8 +294,7 @@ class Seeder:
         return {table: frozenset(columns) for table, columns in found.items()}
 
     def seed(self, connection: Connection, revision: Script, snapshot: Any) -> None:
-        """Before `revision`'s upgrade: a batch for each table that is new or changed, then
-        the revision's own `seed_rows`."""
+        """Before `revision`'s upgrade: a batch for each table that is new or changed."""
         batches = self.batches.setdefault(revision.revision, [])
         shapes = self.shape(snapshot)
         tables = sa.inspect(connection).get_table_names()
@@ -278,17 +305,30 @@ class Seeder:
             and name in shapes
             and shapes[name] != self.shapes.get(name)
         ]
-        if self.limit:
-            for table in self.in_parent_order(connection, changed):
-                self.shapes[table.name] = shapes[table.name]
-                if self.seeded.get(table.name, 0) >= self.limit or not table.key:
+        if not self.limit:
+            return
+        for table in self.in_parent_order(connection, changed):
+            self.shapes[table.name] = shapes[table.name]
+            if self.seeded.get(table.name, 0) >= self.limit:
+                continue
+            why = "it has no primary key, by which its rows would be removed again"
+            if table.key:
+                rows, why = self.generate(connection, table)
+            if table.key and rows:
+                batch, why = self.insert(connection, table, rows)
+                if batch.rows:
+                    batches.append(batch)
+                    self.unfilled.pop(table.name, None)
                     continue
-                rows = self.generate(connection, table)
-                if rows:
-                    batches.append(self.insert(connection, table, rows))
+            self.unfilled[table.name] = f"{why} (before revision {revision.revision})"
+
+    def seed_own(self, connection: Connection, revision: Script) -> None:
+        """The revision's own `seed_rows = {"<table>": [{...}]}`, after the generated rows.
+        A row that does not fit raises."""
         own = getattr(revision.module, "seed_rows", None) or {}
+        batches = self.batches.setdefault(revision.revision, [])
         for name, rows in own.items():
-            batches.append(self.insert(connection, reflect(connection, name), rows, own=True))
+            batches.append(self.insert(connection, reflect(connection, name), rows, own=True)[0])
 
     def in_parent_order(self, connection: Connection, names: list[str]) -> list[Table]:
         """The tables, each after the tables it references."""
@@ -304,8 +344,8 @@ class Seeder:
                 ordered.append(pending.pop(table.name))
         return ordered
 
-    def generate(self, connection: Connection, table: Table) -> list[dict[str, Any]]:
-        """A batch of rows for the table as it is now; none when a column cannot be filled."""
+    def generate(self, connection: Connection, table: Table) -> tuple[list[dict[str, Any]], str]:
+        """A batch of rows for the table as it is now, or none and why."""
         references = {}
         for column, (parent, remote) in table.parents.items():
             query = sa.select(sa.column(remote)).select_from(sa.table(parent)).limit(20)
@@ -316,19 +356,18 @@ class Seeder:
             self.serial += 1
             row = {}
             for column in table.columns:
-                if table.generated_key and column.name == table.key[0]:
-                    continue
+                if column.generated or (table.generated_key and column.name == table.key[0]):
+                    continue  # the database fills it
                 if column.name in references:
                     choices = references[column.name]
-                    if kind == "low" and column.nullable or not choices:
+                    if (kind == "low" and column.nullable) or not choices:
                         if not column.nullable:
-                            self.unfilled[table.name] = f"{column.name} references an empty table"
-                            return []
+                            return [], f"its column {column.name} references an empty table"
                         row[column.name] = None
                     else:
                         row[column.name] = choices[self.serial % len(choices)]
                     continue
-                if kind == "low" and column.defaulted:
+                if kind == "low" and column.defaulted and column.name not in table.key:
                     continue  # the server default fills it
                 try:
                     row[column.name] = value(column, kind, self.serial)
@@ -336,42 +375,38 @@ class Seeder:
                     if column.nullable:
                         row[column.name] = None
                     elif not column.defaulted:
-                        self.unfilled[table.name] = f"{column.name} is {unknown}"
-                        return []
+                        return [], f"the generator has no values for its {unknown} {column.name}"
             rows.append(row)
-        return rows
+        return rows, ""
 
     def insert(
         self, connection: Connection, table: Table, rows: list[dict[str, Any]], own: bool = False
-    ) -> Batch:
+    ) -> tuple[Batch, str]:
         """Insert the rows: all at once in a savepoint, else each in its own, leaving out a
         row the schema rejects (a CHECK constraint, a charset) unless it is the revision's
-        own."""
+        own. The batch keeps the keys the rows got, and the first rejection."""
         core = table.core()
-        above = None
-        if table.generated_key:
-            key = core.c[table.key[0]]
-            above = connection.execute(sa.select(sa.func.max(key))).scalar() or 0
-        batch = Batch(table, above)
+        before = keys_of(connection, table)
+        inserted, rejected = list(rows), ""
         try:
             with connection.begin_nested():
                 for columns in {frozenset(row) for row in rows}:  # a statement per shape
                     connection.execute(core.insert(), [r for r in rows if set(r) == columns])
-            batch.rows = list(rows)
-        except sa.exc.DBAPIError:
+        except sa.exc.DBAPIError as error:
             if own:
                 raise
+            inserted, rejected = [], f"the database rejected its rows: {error.orig}"
             for row in rows:
                 try:
                     with connection.begin_nested():
                         connection.execute(core.insert().values(row))
                 except sa.exc.DBAPIError:
                     continue
-                batch.rows.append(row)
-        if above is None:
-            batch.keys = [tuple(row.get(name) for name in table.key) for row in batch.rows]
-        self.seeded[table.name] = self.seeded.get(table.name, 0) + len(batch.rows)
-        return batch
+                inserted.append(row)
+        self.seeded[table.name] = self.seeded.get(table.name, 0) + len(inserted)
+        return Batch(table, sorted(keys_of(connection, table) - before, key=repr), inserted), (
+            rejected
+        )
 
     def remove(self, connection: Connection, revision: Script) -> None:
         """After `revision`'s downgrade: delete the rows seeded before its upgrade, newest
@@ -380,15 +415,13 @@ class Seeder:
         for batch in reversed(self.batches.pop(revision.revision, [])):
             table = batch.table
             self.seeded[table.name] -= len(batch.rows)
-            if table.name not in tables:
+            if table.name not in tables or not batch.keys:
                 continue
             core = sa.table(table.name, *[sa.column(name) for name in table.key])
-            if batch.above is not None:
-                where = core.c[table.key[0]] > batch.above
-            elif batch.keys:
-                where = sa.tuple_(*core.c).in_(batch.keys)
+            if len(table.key) == 1:
+                where = core.c[table.key[0]].in_([key for (key,) in batch.keys])
             else:
-                continue
+                where = sa.tuple_(*core.c).in_(batch.keys)
             connection.execute(sa.delete(core).where(where))
 
     def described(self, text: str) -> list[str]:
