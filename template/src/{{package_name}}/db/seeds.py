@@ -180,8 +180,8 @@ def value(column: Column, row: str, serial: int) -> Any:
     if row == "low" and column.nullable:
         return None
     if column.json:
-        text = {"low": {}, "high": {"text": "x" * 1000}, "unicode": {"text": UNICODE}}
-        return json.dumps(text.get(row, {"row": serial}))
+        documents = dict(low={}, high=dict(text="x" * 1000), unicode=dict(text=UNICODE))
+        return json.dumps(documents.get(row, dict(row=serial)))
     if column.unique:  # distinct in every row ever seeded
         if isinstance(type_, sa.Integer):
             return serial if row != "high" else high - serial
