@@ -10,9 +10,9 @@ a batch when it appears and whenever its columns change, up to `seed_rows_per_ta
 (`[tool.migration-safety]` in pyproject.toml). A revision adds its own rows for a business
 rule with `seed_rows = {"<table>": [{"<column>": <value>, ...}]}` at its top level.
 
-After a revision's downgrade, the rows it did not mean to change must still be there: the
-row count of every table, and a checksum of every column that the revision's DDL left as
-it was in the tables its source names. Then the rows seeded before it are deleted again,
+After a revision's downgrade, the rows it did not mean to change must still be there: in
+the tables its source names, the row count, and a checksum of every column that the
+revision's DDL left as it was. Then the rows seeded before it are deleted again,
 so the walk down finds each table as it was.
 """
 
@@ -240,20 +240,13 @@ class Fingerprint:
     columns: dict[tuple[str, str], str]  # (table, column) -> checksum
 
 
-def fingerprint(connection: Connection, tables: Iterable[str], detailed: set[str]) -> Fingerprint:
-    """Row counts of `tables` (one query), and column checksums of the `detailed` ones."""
-    names = sorted(tables)
-    counts: dict[str, int] = {}
-    if names:
-        parts = [
-            sa.select(sa.literal(name), sa.func.count()).select_from(sa.table(name))
-            for name in names
-        ]
-        counts = dict(connection.execute(sa.union_all(*parts)).all())
-    columns = {}
-    for name in sorted(detailed & set(names)):
+def fingerprint(connection: Connection, tables: Iterable[str]) -> Fingerprint:
+    """Row counts and column checksums of the tables, one query each."""
+    counts, columns = {}, {}
+    for name in sorted(tables):
         result = connection.execute(sa.select(sa.text("*")).select_from(sa.table(name)))
         keys, rows = list(result.keys()), result.all()
+        counts[name] = len(rows)
         for index, column in enumerate(keys):
             columns[(name, column)] = checksum(row[index] for row in rows)
     return Fingerprint(counts, columns)
