@@ -678,7 +678,7 @@ class TestMistakesAreCaught:
         )
         passed, output = clean.migration_suite(WALK)
         assert passed, output
-        assert "the walk left spans empty: the generator cannot fill its NOT NULL" in output
+        assert "the walk left spans empty: the generator has no values for its NOT NULL" in output
 
     @pytest.mark.parametrize(("database", "async_mode"), EVERY_DATABASE)
     def test_rename_that_breaks_the_release_still_running(self, clean: Project) -> None:

@@ -368,7 +368,8 @@ class Seeder:
                     if column.nullable:
                         row[column.name] = None
                     elif not column.defaulted:
-                        return [], f"the generator has no values for its {unknown} {column.name}"
+                        why = f"the generator has no values for its NOT NULL {unknown} column"
+                        return [], f"{why} {column.name}"
             rows.append(row)
         return rows, ""
 
