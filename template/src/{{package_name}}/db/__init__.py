@@ -9,7 +9,9 @@
 - `backups`: back up and restore the configured database;
 - `destructive`: what a revision drops or renames, and the tables it puts at risk;
 - `scratch`: throwaway databases for the tests and the bootstrap;
-- `checks`, `snapshots`: the migration suite's library (tests/test_migrations.py);
+- `checks`, `snapshots`, `seeds`, `releases`: the migration suite's library
+  (tests/test_migrations.py): the walk, its catalog snapshots, the rows it migrates, the
+  release still running;
 - `bootstrap`: what `copier copy` runs after rendering;
 - `cli`: the `db` command (`uv run db --help`).
 """
