@@ -125,7 +125,7 @@ class Walk:
             ) from error
         # The tables its source names: where its statements can lose rows (a cascade to
         # another table starts at a parent it names, whose rows are counted).
-        named = seeds.revision_tables(revision, self.seeder.shape(self.latest))
+        named = seeds.revision_tables(revision, seeds.shape(self.latest))
         self.rows[revision.revision] = seeds.fingerprint(connection, named)
 
     def compare(self, ctx: Any, step: MigrationInfo, **_: Any) -> None:
@@ -151,7 +151,7 @@ class Walk:
         """Tables whose row count, and columns (untouched by the revision's DDL) whose
         checksum, differ from before the revision's upgrade."""
         expected = self.rows[revision]
-        shapes = self.seeder.shape(self.before[revision]), self.seeder.shape(self.after[revision])
+        shapes = seeds.shape(self.before[revision]), seeds.shape(self.after[revision])
         dropped = set(shapes[0]) - set(shapes[1])  # its rows went with it, as meant
         untouched = {
             (table, column)

@@ -252,6 +252,16 @@ def fingerprint(connection: Connection, tables: Iterable[str]) -> Fingerprint:
     return Fingerprint(counts, columns)
 
 
+def shape(snapshot: Iterable[tuple[str, str, str]]) -> dict[str, frozenset]:
+    """Each table's columns, as a catalog snapshot (db/snapshots) describes them."""
+    found: dict[str, set] = {}
+    for kind, name, definition in snapshot:
+        if kind == "column":
+            table, _, column = name.partition(".")
+            found.setdefault(table, set()).add((column, definition))
+    return {table: frozenset(columns) for table, columns in found.items()}
+
+
 @dataclass
 class Batch:
     """The rows seeded into one table before one revision, to delete after its downgrade."""
@@ -277,19 +287,10 @@ class Seeder:
     batches: dict[str, list[Batch]] = field(default_factory=dict)  # revision -> its seeds
     unfilled: dict[str, str] = field(default_factory=dict)  # table -> why it got no rows
 
-    def shape(self, snapshot: Iterable[tuple[str, str, str]]) -> dict[str, frozenset]:
-        """Each table's columns as the catalog snapshot describes them."""
-        found: dict[str, set] = {}
-        for kind, name, definition in snapshot:
-            if kind == "column":
-                table, _, column = name.partition(".")
-                found.setdefault(table, set()).add((column, definition))
-        return {table: frozenset(columns) for table, columns in found.items()}
-
     def seed(self, connection: Connection, revision: Script, snapshot: Any) -> None:
         """Before `revision`'s upgrade: a batch for each table that is new or changed."""
         batches = self.batches.setdefault(revision.revision, [])
-        shapes = self.shape(snapshot)
+        shapes = shape(snapshot)
         tables = sa.inspect(connection).get_table_names()
         changed = [
             name
