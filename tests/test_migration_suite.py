@@ -143,9 +143,11 @@ def expect_failure(project: Project, test: str, *patterns: str) -> None:
         assert re.search(pattern, output, re.I | re.S), f"{pattern!r} not in:\n{output}"
 
 
-def expect_success(project: Project) -> None:
-    passed, output = project.migration_suite()
+def expect_success(project: Project, test: str | None = None, **options) -> str:
+    """The whole migration suite, or only the migration test `test`, passes; its output."""
+    passed, output = project.migration_suite(test, **options)
     assert passed, output
+    return output
 
 
 # A sound history that moves names around: renamed tables, columns and sequences that other
@@ -451,8 +453,7 @@ class TestMistakesAreCaught:
             DROP_NICKNAME.strip(),
             extra=online_helpers(clean),
         )
-        passed, output = clean.migration_suite(CRASH)
-        assert passed, output
+        expect_success(clean, CRASH)
 
     @pytest.mark.parametrize(("database", "async_mode"), MYSQL)
     def test_mysql_revision_that_does_not_converge_after_a_crash(self, clean: Project) -> None:
@@ -523,10 +524,8 @@ class TestMistakesAreCaught:
             f"{upgrade}{SEQUENCE_AS.format('bigint')}{END_OF_COMMANDS}"
             f"{downgrade}{SEQUENCE_AS.format('integer')}{END_OF_COMMANDS}{rest}"
         )
-        passed, output = clean.migration_suite(SEQUENCES)
-        assert passed, output
-        passed, output = clean.migration_suite(WALK)  # its downgrade puts the sequence back
-        assert passed, output
+        expect_success(clean, SEQUENCES)
+        expect_success(clean, WALK)  # its downgrade puts the sequence back
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_a_plain_datetime_field_is_written_without_sqlmodel(
@@ -623,8 +622,7 @@ class TestMistakesAreCaught:
             r"users held \d+ generated rows",
         )
         clean.add_revision("pop111", twin, downgrade)
-        passed, output = clean.migration_suite(WALK)
-        assert passed, output
+        expect_success(clean, WALK)
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_downgrade_that_loses_rows(self, clean: Project) -> None:
@@ -643,8 +641,7 @@ class TestMistakesAreCaught:
         clean.add_revision("los111", add, drop + "\nop.execute(\"UPDATE posts SET title = '?'\")")
         expect_failure(clean, WALK, r"revision los111 .*posts\.title changed values")
         clean.add_revision("los111", add, drop)
-        passed, output = clean.migration_suite(WALK)
-        assert passed, output
+        expect_success(clean, WALK)
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_seed_rows_of_a_revision(self, clean: Project) -> None:
@@ -659,8 +656,7 @@ class TestMistakesAreCaught:
             '    batch_op.drop_constraint("uq_users_full_name", type_="unique")'
         )
         clean.add_revision("see111", unique, drop)
-        passed, output = clean.migration_suite(WALK)
-        assert passed, output  # the generated names are all different
+        expect_success(clean, WALK)  # the generated names are all different
         clean.add_revision("see111", unique, drop, extra=SAME_NAMES)
         expect_failure(
             clean, WALK, r"revision see111 .*fails to upgrade.*UNIQUE", r"users\.full_name"
@@ -676,8 +672,7 @@ class TestMistakesAreCaught:
         clean.add_revision(
             "unf222", f"op.add_column({NICKNAME_COLUMN})", DROP_NICKNAME_COLUMN, down="unf111"
         )
-        passed, output = clean.migration_suite(WALK)
-        assert passed, output
+        output = expect_success(clean, WALK)
         assert "the walk left spans empty: the generator has no values for its NOT NULL" in output
 
     @pytest.mark.parametrize(("database", "async_mode"), EVERY_DATABASE)
@@ -700,8 +695,7 @@ class TestMistakesAreCaught:
         # The twin: add the new column beside the old one (expand).
         clean.edit(user, USER_FIELDS.replace("full_name", "name"), USER_FIELDS + NICKNAME_FIELD)
         clean.add_revision("rel111", f"op.add_column({NICKNAME_COLUMN})", DROP_NICKNAME_COLUMN)
-        passed, output = clean.migration_suite(RELEASE)
-        assert passed, output
+        expect_success(clean, RELEASE)
 
     @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
     def test_changes_the_release_still_running_cannot_take(self, clean: Project) -> None:
@@ -727,8 +721,7 @@ class TestMistakesAreCaught:
             f"op.add_column({FULL_NAME_COLUMN})",
             extra=f'{DROPPED}\nphase = "contract"',
         )
-        passed, output = clean.migration_suite(RELEASE)
-        assert passed, output
+        expect_success(clean, RELEASE)
         clean.reset()
         clean.release()
         clean.edit(user, USER_FIELDS, USER_FIELDS + AGE_FIELD)
@@ -745,8 +738,7 @@ class TestMistakesAreCaught:
             f"op.add_column({AGE_COLUMN_DEFAULT})",
             'op.drop_column("users", "age")',
         )
-        passed, output = clean.migration_suite(RELEASE)
-        assert passed, output
+        expect_success(clean, RELEASE)
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_code_that_needs_a_contract_revision(self, clean: Project) -> None:
@@ -763,8 +755,7 @@ class TestMistakesAreCaught:
             r"revisions \(at \w+\): .*nickname",
         )
         clean.add_revision("rel555", upgrade, DROP_NICKNAME_COLUMN)
-        passed, output = clean.migration_suite(RELEASE)
-        assert passed, output
+        expect_success(clean, RELEASE)
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_release_check_says_why_it_skips(self, clean: Project) -> None:
@@ -802,8 +793,7 @@ class TestMistakesAreCaught:
             r"\(\w+Error: .*\)\. .*declare `data_migration = True`",
         )
         clean.add_revision("dat111", BACKFILL, extra="data_migration = True")
-        passed, output = clean.migration_suite()
-        assert passed, output
+        output = expect_success(clean)
         assert "revision dat111 (dat111 message) is a data migration" in output, output
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
@@ -832,8 +822,7 @@ class TestMistakesAreCaught:
         clean.add_revision(
             "sqk111", WIDEN_FULL_NAME, NARROW_FULL_NAME, extra=f"allow_squawk = {WIDENING}"
         )
-        passed, output = clean.migration_suite(LOCKS)
-        assert passed, output
+        output = expect_success(clean, LOCKS)
         assert "revision sqk111 (sqk111 message) accepts squawk's changing-column-type: " in output
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
@@ -847,10 +836,7 @@ class TestMistakesAreCaught:
         clean.edit(user, USER_FIELDS, "")  # UserUpdate's
         text = clean.autogenerate("no_full_name", tmp_path)
         assert 'drop_column("full_name")' in text, text
-        passed, output = clean.migration_suite(
-            "test_backfill_display_names", module="test_data_migration_example"
-        )
-        assert passed, output
+        expect_success(clean, "test_backfill_display_names", module="test_data_migration_example")
 
     @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
     def test_safe_postgresql_revision_passes(self, clean: Project) -> None:
