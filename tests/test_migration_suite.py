@@ -244,6 +244,14 @@ RENAME = {  # users.full_name -> name and back, as each database writes it
 }
 DROPPED = 'allow_destructive = "no longer read"'
 DROP_SPANS = 'op.drop_table("spans")'
+TAG_MODEL = (
+    "from sqlmodel import Field, Relationship, SQLModel\n\n\n"
+    "class Tag(SQLModel, table=True):\n"
+    '    __tablename__ = "tags"\n\n'
+    "    id: int | None = Field(default=None, primary_key=True)\n"
+)
+BROKEN_RELATIONSHIP = '    owner: "Nobody" = Relationship()  # noqa: F821\n'
+TAG_IMPORT = "from .tag import Tag  # noqa: F401\nfrom .user import"
 # Per database: (upgrade, downgrade, the error on rows, the corrected upgrade).
 NOT_NULL_NAME = (
     'with op.batch_alter_table("users") as batch_op:\n'
@@ -568,6 +576,22 @@ class TestMistakesAreCaught:
         expect_failure(clean, "test_all_models_register_on_metadata", r"tags")
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
+    def test_relationship_that_cannot_configure(self, clean: Project) -> None:
+        """A relationship to a class that does not exist imports fine and fails only when
+        the mappers configure, which without API tests nothing did. The suite configures
+        them (whatever example_models is: the test is not conditional)."""
+        models = clean.path / f"src/{clean.package}/models"
+        (models / "tag.py").write_text(TAG_MODEL + BROKEN_RELATIONSHIP)
+        expect_failure(
+            clean,
+            "test_all_models_register_on_metadata",
+            r"the models do not import: .*Mapper\[Tag\(tags\)\].*'Nobody' failed to locate",
+        )
+        (models / "tag.py").write_text(TAG_MODEL)
+        clean.edit(f"src/{clean.package}/models/__init__.py", "from .user import", TAG_IMPORT)
+        expect_success(clean, "test_all_models_register_on_metadata")
+
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_destructive_revision_without_opt_in(self, clean: Project) -> None:
         add = 'op.add_column("users", sa.Column("legacy", sa.String(20), nullable=True))'
         drop = 'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("legacy")'
@@ -622,6 +646,15 @@ class TestMistakesAreCaught:
             r"users held \d+ generated rows",
         )
         clean.add_revision("pop111", twin, downgrade)
+        expect_success(clean, WALK)
+
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
+    def test_seed_rows_per_table_zero_walks_empty_tables(self, clean: Project) -> None:
+        """The setting is read: at 0 the walk migrates empty tables, where SET NOT NULL over
+        NULLs goes through, as it did before the walk filled them."""
+        upgrade, downgrade, *_ = ON_ROWS_ONLY[clean.database]
+        clean.add_revision("pop222", upgrade, downgrade)
+        clean.edit("pyproject.toml", "seed_rows_per_table = 200", "seed_rows_per_table = 0")
         expect_success(clean, WALK)
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
