@@ -73,8 +73,9 @@ class Table:
         return sa.Table(self.name, sa.MetaData(), *columns)
 
 
-def reflect(connection: Connection, name: str) -> Table:
-    inspector = sa.inspect(connection)
+def reflect(inspector: sa.Inspector, name: str) -> Table:
+    """The table as the database has it now (an inspector caches what it read: one per
+    schema state)."""
     key = inspector.get_pk_constraint(name).get("constrained_columns") or []
     unique = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)}
     unique |= {tuple(i["column_names"]) for i in inspector.get_indexes(name) if i.get("unique")}
@@ -107,7 +108,7 @@ def reflect(connection: Connection, name: str) -> Table:
     if len(key) == 1 and key[0] not in parents:
         column = next(c for c in columns if c.name == key[0])
         generated = isinstance(column.type, sa.Integer) and (
-            numbered[key[0]] is True or column.defaulted or connection.dialect.name == "sqlite"
+            numbered[key[0]] is True or column.defaulted or inspector.dialect.name == "sqlite"
         )
     return Table(name, columns, key, generated, parents)
 
@@ -252,14 +253,24 @@ def fingerprint(connection: Connection, tables: Iterable[str]) -> Fingerprint:
     return Fingerprint(counts, columns)
 
 
+COLUMN_KINDS = ("column", "not null", "default", "primary key")  # rows of db/snapshots
+
+
 def shape(snapshot: Iterable[tuple[str, str, str]]) -> dict[str, frozenset]:
-    """Each table's columns, as a catalog snapshot (db/snapshots) describes them."""
+    """Each table's columns, as a catalog snapshot (db/snapshots) describes them: (column,
+    kind, definition) for its type, NOT NULL and default."""
     found: dict[str, set] = {}
     for kind, name, definition in snapshot:
-        if kind == "column":
+        if kind in COLUMN_KINDS:
             table, _, column = name.partition(".")
-            found.setdefault(table, set()).add((column, definition))
-    return {table: frozenset(columns) for table, columns in found.items()}
+            found.setdefault(table, set()).add((column, kind, definition))
+    return {table: frozenset(columns) for table, columns in found.items() if columns}
+
+
+def untouched(before: frozenset, after: frozenset) -> set[str]:
+    """The columns of a table's two shapes that are the same in both."""
+    changed = {column for column, *_ in before ^ after}
+    return {column for column, *_ in before} - changed
 
 
 @dataclass
@@ -291,18 +302,13 @@ class Seeder:
         """Before `revision`'s upgrade: a batch for each table that is new or changed."""
         batches = self.batches.setdefault(revision.revision, [])
         shapes = shape(snapshot)
-        tables = sa.inspect(connection).get_table_names()
-        changed = [
-            name
-            for name in tables
-            if name != "alembic_version"
-            and name in shapes
-            and shapes[name] != self.shapes.get(name)
-        ]
-        if not self.limit:
+        changed = [name for name in sorted(shapes) if shapes[name] != self.shapes.get(name)]
+        if not self.limit or not changed:
             return
-        for table in self.in_parent_order(connection, changed):
-            self.shapes[table.name] = shapes[table.name]
+        self.shapes.update((name, shapes[name]) for name in changed)
+        inspector = sa.inspect(connection)
+        tables = set(inspector.get_table_names()) - {"alembic_version"}  # views have no rows
+        for table in self.in_parent_order(inspector, [n for n in changed if n in tables]):
             if self.seeded.get(table.name, 0) >= self.limit:
                 continue
             why = "it has no primary key, by which its rows would be removed again"
@@ -322,11 +328,12 @@ class Seeder:
         own = getattr(revision.module, "seed_rows", None) or {}
         batches = self.batches.setdefault(revision.revision, [])
         for name, rows in own.items():
-            batches.append(self.insert(connection, reflect(connection, name), rows, own=True)[0])
+            table = reflect(sa.inspect(connection), name)
+            batches.append(self.insert(connection, table, rows, own=True)[0])
 
-    def in_parent_order(self, connection: Connection, names: list[str]) -> list[Table]:
+    def in_parent_order(self, inspector: sa.Inspector, names: list[str]) -> list[Table]:
         """The tables, each after the tables it references."""
-        pending = {name: reflect(connection, name) for name in names}
+        pending = {name: reflect(inspector, name) for name in names}
         ordered = []
         while pending:
             ready = [
@@ -379,35 +386,51 @@ class Seeder:
     ) -> tuple[Batch, str]:
         """Insert the rows: all at once in a savepoint, else each in its own, leaving out a
         row the schema rejects (a CHECK constraint, a charset) unless it is the revision's
-        own. The batch keeps the keys the rows got, and the first rejection."""
+        own. The batch keeps the keys the rows got, and the first rejection.
+
+        Keys come from the rows themselves; keys the database picks come back through
+        RETURNING, or, where a driver cannot return them from a multi-row insert (MySQL), as
+        the keys the table holds after the insert and did not before."""
         core = table.core()
-        before = keys_of(connection, table)
-        inserted, rejected = list(rows), ""
+        given = all(key in row for row in rows for key in table.key)
+        returning = not given and connection.dialect.insert_executemany_returning
+        statement = core.insert()
+        if returning:
+            statement = statement.returning(*(core.c[name] for name in table.key))
+        before = keys_of(connection, table) if not given and not returning else set()
+        inserted, returned, rejected = list(rows), [], ""
         try:
             with connection.begin_nested():
                 for columns in {frozenset(row) for row in rows}:  # a statement per shape
-                    connection.execute(core.insert(), [r for r in rows if set(r) == columns])
+                    result = connection.execute(statement, [r for r in rows if set(r) == columns])
+                    returned += result.all() if returning else []
         except sa.exc.DBAPIError as error:
             if own:
                 raise
-            inserted, rejected = [], f"the database rejected its rows: {error.orig}"
+            inserted, returned, rejected = [], [], f"the database rejected its rows: {error.orig}"
             for row in rows:
                 try:
                     with connection.begin_nested():
-                        connection.execute(core.insert().values(row))
+                        result = connection.execute(statement, [row])
+                        returned += result.all() if returning else []
                 except sa.exc.DBAPIError:
                     continue
                 inserted.append(row)
+        if given:
+            keys = {tuple(row[name] for name in table.key) for row in inserted}
+        elif returning:
+            keys = {tuple(row) for row in returned}
+        else:
+            keys = keys_of(connection, table) - before
         self.seeded[table.name] = self.seeded.get(table.name, 0) + len(inserted)
-        return Batch(table, sorted(keys_of(connection, table) - before, key=repr), inserted), (
-            rejected
-        )
+        return Batch(table, sorted(keys, key=repr), inserted), rejected
 
     def remove(self, connection: Connection, revision: Script) -> None:
         """After `revision`'s downgrade: delete the rows seeded before its upgrade, newest
         first, so that the walk down finds each table as it was."""
-        tables = set(sa.inspect(connection).get_table_names())
-        for batch in reversed(self.batches.pop(revision.revision, [])):
+        batches = self.batches.pop(revision.revision, [])
+        tables = set(sa.inspect(connection).get_table_names()) if batches else set()
+        for batch in reversed(batches):
             table = batch.table
             self.seeded[table.name] -= len(batch.rows)
             if table.name not in tables or not batch.keys:
