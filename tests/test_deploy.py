@@ -54,7 +54,9 @@ class Project:
     def initial(self) -> str:
         return initial_revision(self.path)
 
-    def add_revision(self, rev: str, down: str, upgrade: str, downgrade: str = "pass") -> None:
+    def add_revision(
+        self, rev: str, down: str, upgrade: str, downgrade: str = "pass", extra: str = ""
+    ) -> None:
         source = "\n".join(
             [
                 f'"""{rev} message"""',
@@ -68,6 +70,7 @@ class Project:
                 f'down_revision = "{down}"',
                 "branch_labels = None",
                 "depends_on = None",
+                extra,
                 "",
                 "",
                 "def upgrade() -> None:",
@@ -387,6 +390,55 @@ def test_deploy_writes_sql_and_does_nothing_at_head(
     assert "done: base (no revision applied) -> r1" in first.stderr
     again = project.db("deploy")
     assert again.returncode == 0 and "nothing to do" in again.stderr, again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), SYNC)
+def test_deploy_in_two_phases_around_a_rollout(
+    project_for: Callable[..., Project], database: str, async_mode: bool
+) -> None:
+    """`db deploy --phase expand` runs the revisions before the first contract one, so the
+    release still running keeps its column; `--phase contract`, after the rollout, runs the
+    rest (the drop, behind a backup that must restore users' rows)."""
+    project = project_for(database, async_mode)
+    project.add_revision(
+        "exp1",
+        project.initial,
+        'op.add_column("users", sa.Column("nickname", sa.String(50), nullable=True))',
+        'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("nickname")',
+    )
+    project.add_revision(
+        "con1",
+        "exp1",
+        'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("full_name")',
+        'op.add_column("users", sa.Column("full_name", sa.String(255), nullable=True))',
+        extra='phase = "contract"\nallow_destructive = "no release reads full_name"',
+    )
+
+    sql = project.db("deploy", "--sql", "--phase", "expand")
+    assert sql.returncode == 0, sql
+    assert "nickname" in sql.stdout and "full_name" not in sql.stdout.split("exp1")[-1], sql
+    expand = project.db("deploy", "--no-backup", "--phase", "expand")
+    assert expand.returncode == 0, expand
+    assert "2 migration(s) pending" in expand.stderr, expand.stderr
+    assert "1 contract revision(s) wait for: db deploy --phase contract" in expand.stderr
+    assert project.rows("SELECT version_num FROM alembic_version") == [["exp1"]]
+    again = project.db("deploy", "--phase", "expand", "--json")
+    assert again.returncode == 0, again
+    assert "the next revision, con1, is a contract revision: nothing to do" in again.stderr
+    assert json.loads(again.stdout)["phase"] == "expand"
+    assert project.db("check").returncode == 1  # con1 is still pending
+
+    project.sql(
+        "INSERT INTO users (email, full_name, created_at) "
+        "VALUES ('a@b.c', 'A', '2026-01-01 00:00:00')"
+    )
+    contract = project.db("deploy", "--phase", "contract")
+    assert contract.returncode == 0, contract
+    assert "con1 drops or renames (users)" in contract.stderr, contract.stderr
+    assert "done: exp1 -> con1" in contract.stderr, contract.stderr
+    assert project.rows("SELECT version_num FROM alembic_version") == [["con1"]]
+    assert project.rows("SELECT email, nickname FROM users") == [["a@b.c", "None"]]
 
 
 @pytest.mark.slow

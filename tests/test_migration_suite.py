@@ -226,6 +226,7 @@ CRASH = "test_new_revisions_converge_after_a_crash"
 SEQUENCES = "test_sequences_reach_as_far_as_their_columns"
 LOCKS = "test_new_revisions_take_no_dangerous_locks"
 RELEASE = "test_the_release_still_running_works_on_the_new_schema"
+PHASE = "test_new_revisions_keep_to_their_phase"
 NICKNAME_COLUMN = '"users", sa.Column("nickname", sa.String(50), nullable=True)'
 DROP_NICKNAME_COLUMN = (
     'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("nickname")'
@@ -305,6 +306,41 @@ WIDEN_FULL_NAME = (
 NARROW_FULL_NAME = (
     'op.alter_column("users", "full_name", type_=sa.String(255), existing_type=sa.String(300))'
 )
+# Expand revisions that take away: NOT NULL on a column that exists (filled first, so that
+# the walk's rows pass), a type change, a dropped column. Batch mode: SQLite runs them too.
+IN_BATCH = 'with op.batch_alter_table("users") as batch_op:\n    '
+PHASE_HISTORY = [
+    (
+        "pha111",
+        'op.add_column("users", sa.Column("legacy", sa.String(20), nullable=True))\n'
+        'op.add_column("users", sa.Column("old_note", sa.String(20), nullable=True))',
+        'with op.batch_alter_table("users") as batch_op:\n'
+        '    batch_op.drop_column("old_note")\n    batch_op.drop_column("legacy")',
+        "",
+    ),
+    (
+        "pha222",
+        "op.execute(\"UPDATE users SET legacy = 'x'\")\n"
+        'with op.batch_alter_table("users") as batch_op:\n'
+        '    batch_op.alter_column("legacy", existing_type=sa.String(20), nullable=False)',
+        'with op.batch_alter_table("users") as batch_op:\n'
+        '    batch_op.alter_column("legacy", existing_type=sa.String(20), nullable=True)',
+        "",
+    ),
+    (
+        "pha333",
+        IN_BATCH + WIDEN_FULL_NAME.replace('op.alter_column("users", ', "batch_op.alter_column("),
+        IN_BATCH + NARROW_FULL_NAME.replace('op.alter_column("users", ', "batch_op.alter_column("),
+        "",
+    ),
+    (
+        "pha444",
+        'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("old_note")',
+        'op.add_column("users", sa.Column("old_note", sa.String(20), nullable=True))',
+        DROPPED,
+    ),
+]
+PHASE_PARENT = {"pha222": "pha111", "pha333": "pha222", "pha444": "pha333"}
 WIDENING = '{"changing-column-type": "widening a VARCHAR only changes the catalog"}'
 
 
@@ -603,10 +639,10 @@ class TestMistakesAreCaught:
             r"revision acc333 .*drops or renames.*drop_column\('legacy'\)",
             r"allow_destructive",
         )
-        # The same revision with the documented opt-in passes every test.
-        clean.add_revision(
-            "acc333", drop, add, down="acc222", extra='allow_destructive = "legacy was never read"'
-        )
+        # The same revision with the documented opt-in passes every test: a contract
+        # revision, which runs once no release reads the column (db/phases.py).
+        why = 'allow_destructive = "legacy was never read"\nphase = "contract"'
+        clean.add_revision("acc333", drop, add, down="acc222", extra=why)
         expect_success(clean)
 
     @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)  # squawk: PostgreSQL DDL
@@ -790,6 +826,60 @@ class TestMistakesAreCaught:
         clean.add_revision("rel555", upgrade, DROP_NICKNAME_COLUMN)
         expect_success(clean, RELEASE)
 
+    @pytest.mark.parametrize(("database", "async_mode"), EVERY_DATABASE)
+    def test_expand_revisions_that_take_away(self, clean: Project) -> None:
+        """Expand revisions run under the release still running: setting NOT NULL on an
+        existing column, changing a type and dropping a column each fail the phase test,
+        read from the schema whatever wrote the DDL. As contract revisions they pass."""
+        for rev, upgrade, downgrade, extra in PHASE_HISTORY:
+            clean.add_revision(rev, upgrade, downgrade, down=PHASE_PARENT.get(rev), extra=extra)
+        expect_failure(
+            clean,
+            PHASE,
+            r"revision pha222 \(pha222 message\) \(expand\) sets NOT NULL on users\.legacy",
+            r"revision pha333 .*\(expand\) changes the type of users\.full_name \(\S+ ?\S*"
+            r"255\S* to \S+ ?\S*300\S*\)",
+            r"revision pha444 .*\(expand\) removes column users\.old_note, which the release "
+            r"still running reads.*phase = \"contract\"",
+            r'allow_phase = "<why>"',
+        )
+        for rev, upgrade, downgrade, extra in PHASE_HISTORY[1:]:
+            extra = f'{extra}\nphase = "contract"'
+            clean.add_revision(rev, upgrade, downgrade, down=PHASE_PARENT.get(rev), extra=extra)
+        expect_success(clean, PHASE)
+
+    @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
+    def test_contract_revisions_that_add(self, clean: Project) -> None:
+        """A contract revision runs after the rollout: a table it creates comes too late for
+        the new release. An expand revision after it would run after the rollout too, and a
+        misspelt phase is named. Each twin passes; `allow_phase` accepts one with its reason,
+        and the run lists it."""
+        spans = 'op.create_table("spans", sa.Column("id", sa.Integer, primary_key=True))'
+        clean.add_revision("pha555", spans, DROP_SPANS, extra='phase = "contract"')
+        clean.add_revision(
+            "pha666", f"op.add_column({NICKNAME_COLUMN})", DROP_NICKNAME_COLUMN, down="pha555"
+        )
+        expect_failure(
+            clean,
+            PHASE,
+            r"revision pha555 .*\(contract\) creates table spans, .*create it in an expand",
+            r"revision pha666 .*is an expand revision after the contract revision pha555",
+        )
+        clean.add_revision("pha555", spans, DROP_SPANS, extra='phase = "contrat"')
+        expect_failure(
+            clean, PHASE, r"revision pha555: phase must be \"expand\" \(the default\) or"
+        )
+        clean.add_revision("pha555", spans, DROP_SPANS)
+        expect_success(clean, PHASE)
+        # The expand revision first, then the contract one, which says why it may add.
+        why = 'allow_phase = "spans is new, and no release reads it before 2.0"'
+        clean.add_revision("pha666", f"op.add_column({NICKNAME_COLUMN})", DROP_NICKNAME_COLUMN)
+        clean.add_revision(
+            "pha555", spans, DROP_SPANS, down="pha666", extra=f'phase = "contract"\n{why}'
+        )
+        output = expect_success(clean, PHASE)
+        assert "revision pha555 (pha555 message) breaks the rule of its phase: spans" in output
+
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_release_check_says_why_it_skips(self, clean: Project) -> None:
         """Without git history there is no release to compare with: a shallow clone (as CI
@@ -885,6 +975,55 @@ class TestMistakesAreCaught:
         upgrade = COLUMN_THEN_CONCURRENT_INDEX_SAFE.strip()
         clean.add_revision("aee555", upgrade, DROP_NICKNAME.strip(), extra=online_helpers(clean))
         expect_success(clean)
+
+
+ONLINE_UPGRADE = """
+op.add_column("users", sa.Column("age", sa.Integer(), nullable=True), if_not_exists=True)
+op.add_column("users", sa.Column("handle", sa.String(30), nullable=True), if_not_exists=True)
+op.add_column("posts", sa.Column("editor_id", sa.Integer(), nullable=True), if_not_exists=True)
+op.execute("UPDATE users SET age = 0 WHERE age IS NULL")
+add_check_online("ck_users_age_not_negative", "users", "age >= 0")
+set_not_null_online("users", "age", sa.Integer())
+add_unique_online("uq_users_handle", "users", ["handle"])
+create_index_concurrently("ix_posts_editor_id", "posts", ["editor_id"])
+add_foreign_key_online("fk_posts_editor_id_users", "posts", "users", ["editor_id"], ["id"])
+"""
+ONLINE_DOWNGRADE = """
+op.drop_constraint("fk_posts_editor_id_users", "posts", type_="foreignkey")
+op.drop_index("ix_posts_editor_id", table_name="posts")
+op.drop_column("posts", "editor_id")
+op.drop_constraint("uq_users_handle", "users", type_="unique")
+op.drop_column("users", "handle")
+op.drop_constraint(op.f("ck_users_age_not_negative"), "users", type_="check")
+op.drop_column("users", "age")
+"""
+ONLINE_HELPERS = (
+    "add_check_online, add_foreign_key_online, add_unique_online, create_index_concurrently, "
+    "set_not_null_online"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("database", "async_mode"), combinations(("postgresql", False), ("mysql", False))
+)
+def test_online_helpers_on_populated_tables(clean: Project) -> None:
+    """db/online.py's helpers in one revision, on the walk's rows: a CHECK and a foreign key
+    added NOT VALID and validated apart, NOT NULL set over a validated CHECK, a unique
+    constraint from an index built concurrently (PostgreSQL) or in place (MariaDB). It
+    walks, converges after a crash before any of its statements, and squawk finds no
+    dangerous lock in the SQL it runs."""
+    extra = f"\nfrom {clean.package}.db.online import {ONLINE_HELPERS}  # noqa: E402"
+    extra += '\nallow_squawk = {"ban-drop-constraint": "the CHECK set_not_null_online adds"}'
+    clean.add_revision("onl111", ONLINE_UPGRADE.strip(), ONLINE_DOWNGRADE.strip(), extra=extra)
+    expect_success(clean, extra=("-k", "upgrades_downgrades or crash or dangerous_locks"))
+    offline = ["uv", "run", "alembic", "upgrade", f"{clean.head}:onl111", "--sql"]
+    sql = run(offline, clean.path, project_env())
+    if clean.database == "postgresql":
+        assert "NOT VALID" in sql.stdout and "VALIDATE CONSTRAINT" in sql.stdout, sql.stdout
+        assert "UNIQUE USING INDEX" in sql.stdout and "CONCURRENTLY" in sql.stdout, sql.stdout
+    else:
+        assert sql.stdout.count("ALGORITHM=INPLACE LOCK=NONE") == 2, sql.stdout
 
 
 @pytest.mark.slow

@@ -8,6 +8,8 @@
 - `autogenerate`: how `alembic revision --autogenerate` writes revisions;
 - `backups`: back up and restore the configured database;
 - `destructive`: what a revision drops or renames, and the tables it puts at risk;
+- `phases`: expand and contract revisions, and what each may do;
+- `online`: schema changes for revisions that never block the app's writes;
 - `scratch`: throwaway databases for the tests and the bootstrap;
 - `checks`, `snapshots`, `seeds`, `releases`: the migration suite's library
   (tests/test_migrations.py): the walk, its catalog snapshots, the rows it migrates, the

@@ -3,6 +3,8 @@
     uv run db check [--json]            is the database at head? (0 yes, 1 pending, 2 cannot tell)
     uv run db deploy [--no-backup]      back up (and check it, before rows are dropped), migrate
                                         to head under the lock, verify
+    uv run db deploy --phase expand     the same, up to the first contract revision (before a
+    uv run db deploy --phase contract   rollout), then the rest (after it): db/phases.py
     uv run db backup [--keep N]         a private, timestamped backup; its path is printed last
     uv run db restore FILE [--yes]      make the database hold what a backup holds, or fail whole
     uv run db bootstrap                 finish a fresh project (what `copier copy` ran)
@@ -16,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +26,7 @@ import typer
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import Script
 from alembic.util import CommandError
 from rich.console import Console
 from sqlalchemy import Connection
@@ -30,7 +34,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.config import SettingsError, get_settings
-from . import ROOT, backups, destructive
+from . import ROOT, backups, destructive, phases
 from .lock import LockNotAcquired, autocommit
 from .status import CannotTell, MigrationState, describe, first_line, message, read_state
 from .verdict import Watch, deploy_failed
@@ -130,19 +134,30 @@ def check(
 # ---------------------------------------------------------------- db deploy
 
 
-def write_sql(state: MigrationState, output: Path | None) -> None:
-    """`alembic upgrade <current>:head --sql`: the statements a deploy would run."""
-    if not state.pending:
-        say("deploy", f"the database is at head {state.head}: no SQL to write")
+class Phase(StrEnum):
+    expand = "expand"
+    contract = "contract"
+
+
+def planned(state: MigrationState, phase: Phase | None) -> list[Script]:
+    """The pending revisions a deploy of `phase` runs: with expand, those before the first
+    contract revision; otherwise all of them."""
+    return phases.expand_part(state.pending) if phase is Phase.expand else state.pending
+
+
+def write_sql(state: MigrationState, plan: list[Script], output: Path | None) -> None:
+    """`alembic upgrade <current>:<target> --sql`: the statements a deploy would run."""
+    if not plan:
+        say("deploy", f"no revision to run: no SQL to write ({describe(state.current)})")
         return
     start = state.current[0] if state.current else None
-    target = f"{start}:{state.head}" if start else state.head
+    target = f"{start}:{plan[-1].revision}" if start else plan[-1].revision
     if output is None:
         command.upgrade(alembic_config(), target, sql=True)
         return
     with output.open("w") as buffer:
         command.upgrade(Config(ROOT / "alembic.ini", output_buffer=buffer), target, sql=True)
-    say("deploy", f"wrote the SQL of {len(state.pending)} pending migration(s) to {output}")
+    say("deploy", f"wrote the SQL of {len(plan)} pending migration(s) to {output}")
 
 
 @app.command()
@@ -157,8 +172,20 @@ def deploy(
         Path | None, typer.Option("--output", metavar="FILE", help="with --sql: write it here")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="a JSON summary on stdout")] = False,
+    phase: Annotated[
+        Phase | None,
+        typer.Option(
+            "--phase",
+            help="expand: only the revisions before the first contract one (before rolling "
+            "out the new release); contract: the rest (after it)",
+        ),
+    ] = None,
 ) -> None:
     """Under the migration lock: back up, migrate to head, verify.
+
+    With --phase expand it stops before the first revision that says `phase = "contract"`,
+    so that the release still running keeps working; --phase contract, run once the new
+    release has replaced it, runs the rest (db/phases.py).
 
     Before a revision that drops or renames (or carries `allow_destructive`), the backup is
     restored into a scratch database and must hold the rows of the tables at risk. Another
@@ -174,20 +201,39 @@ def deploy(
         emit(as_json, {**summary, "error": str(error)})
         raise fail("deploy", f"cannot tell where the database is: {error}", CANNOT_TELL) from None
     summary = {"from": list(before.current), "head": before.head}
+    if phase is not None:
+        summary["phase"] = phase.value
+    try:
+        plan = planned(before, phase)
+    except ValueError as error:  # a revision's phase is misspelt
+        emit(as_json, {**summary, "status": "failed", "error": str(error)})
+        raise fail("deploy", f"{error}; nothing was migrated") from None
     if sql:
-        write_sql(before, output)
+        write_sql(before, plan, output)
         raise typer.Exit(DONE)
     if not before.pending:
         say("deploy", f"the database is at head {before.head}: nothing to do")
         emit(as_json, {**summary, "status": "up_to_date"})
         raise typer.Exit(DONE)
+    if not plan:
+        say(
+            "deploy",
+            f"the next revision, {before.pending[0].revision}, is a contract revision: nothing "
+            "to do before the rollout (after it: db deploy --phase contract)",
+        )
+        emit(as_json, {**summary, "status": "up_to_date"})
+        raise typer.Exit(DONE)
+    destination = plan[-1].revision
     target = where(database_url("deploy"))
-    count = len(before.pending)
+    count = len(plan)
     say("deploy", f"{count} migration(s) pending on {target}, from {describe(before.current)}:")
-    for revision in before.pending:
+    for revision in plan:
         say("deploy", f"  {revision.revision}  {message(revision)}")
+    if len(plan) < len(before.pending):
+        waiting = len(before.pending) - len(plan)
+        say("deploy", f"{waiting} contract revision(s) wait for: db deploy --phase contract")
     backup, watch = None, None
-    destroying, at_risk = destructive.at_risk(before.pending)
+    destroying, at_risk = destructive.at_risk(plan)
     for each in destroying:
         tables = ", ".join(sorted(each.tables)) if each.tables else "any table"
         say("deploy", f"{each.revision.revision} drops or renames ({tables})")
@@ -200,7 +246,7 @@ def deploy(
         lock, concurrent deploys take one backup between them."""
         nonlocal backup
         with autocommit(connection):
-            if MigrationContext.configure(connection).get_current_heads() == (before.head,):
+            if MigrationContext.configure(connection).get_current_heads() == (destination,):
                 return False
             watch.look(connection)  # the schema as this deploy starts on it, under the lock
         if not no_backup:
@@ -220,13 +266,13 @@ def deploy(
         watch = Watch(database_url("deploy"))
         start = time.monotonic()
         config = alembic_config()
-        config.attributes["destination"] = "head"
+        config.attributes["destination"] = destination
         config.attributes["before_migrating"] = back_up_first
         config.attributes["on_version_apply"] = [watch.on_version_apply]
-        command.upgrade(config, "head")
+        command.upgrade(config, destination)
         after = read_state(alembic_config())
-        if after.pending:
-            raise CommandError("the database is not at head afterwards")
+        if after.current != (destination,):
+            raise CommandError(f"the database is not at {destination} afterwards")
     except backups.BackupError as error:
         emit(as_json, {**summary, "status": "failed", "error": str(error)})
         raise fail("deploy", f"the backup failed: {error}; nothing was migrated") from None
@@ -244,7 +290,7 @@ def deploy(
         emit(as_json, {**summary, "status": "failed", "error": text, "backup": str(backup)})
         raise fail("deploy", text) from None
     if not watch.applied:
-        say("deploy", f"another migrator brought the database to {after.head}: nothing to do")
+        say("deploy", f"another migrator brought the database to {destination}: nothing to do")
         emit(as_json, {**summary, "status": "up_to_date"})
         raise typer.Exit(DONE)
     say(

@@ -1,13 +1,24 @@
 """Schema changes for revisions to import, written so that they never block the app's writes
-on a live PostgreSQL table and can run again after a crash (a killed deploy, a lost
-connection, a lock timeout retried): `db deploy` then converges. On other databases the
-index helpers are the plain operation.
+on a live table and can run again after a crash (a killed deploy, a lost connection, a lock
+timeout retried): `db deploy` then converges.
 
     from <package>.db.online import create_index_concurrently
 
     def upgrade() -> None:
         op.add_column("users", sa.Column("nickname", sa.String(50)), if_not_exists=True)
         create_index_concurrently("ix_users_nickname", "users", ["nickname"])
+
+| Helper | PostgreSQL | MySQL, MariaDB | SQLite |
+| --- | --- | --- | --- |
+| `create_index_concurrently` | `CREATE INDEX CONCURRENTLY` | in place, `LOCK=NONE` | plain |
+| `add_foreign_key_online` | `NOT VALID`, then `VALIDATE` | plain (guarded) | batch mode |
+| `add_check_online` | `NOT VALID`, then `VALIDATE` | plain | batch mode |
+| `set_not_null_online` | a validated CHECK first | `MODIFY ... NOT NULL` | batch mode |
+| `add_unique_online` | unique index built concurrently | in place, `LOCK=NONE` | plain |
+
+`VALIDATE CONSTRAINT` reads the whole table under a lock that lets reads and writes go on
+(SHARE UPDATE EXCLUSIVE); the statement before it, which takes the short, strong lock, is
+committed first, so the strong lock is never held during the scan.
 
 On PostgreSQL a concurrent build runs outside the revision's transaction, which it commits
 first: what the revision did before it is then applied even if the build fails, so it must
@@ -22,6 +33,7 @@ kills the migrator before each statement of every new revision and deploys again
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from alembic import op
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Dialect
@@ -49,6 +61,9 @@ def create_index_concurrently(
     (IF NOT EXISTS), so a revision that crashed after the build converges. Elsewhere it is
     `op.create_index`, with IF NOT EXISTS where the database has it (SQLite, MariaDB)."""
     context = op.get_context()
+    if context.dialect.name == "mysql":
+        create_index_in_place(name, table, columns, unique=unique, **options)
+        return
     if context.dialect.name != "postgresql":
         guard = {"if_not_exists": True} if takes_index_guards(context.dialect) else {}
         op.create_index(name, table, columns, unique=unique, **guard, **options)
@@ -107,3 +122,124 @@ def drop_foreign_key_if_exists(name: str, table: str) -> None:
     that was killed dropped it already."""
     if op.get_context().as_sql or foreign_key_exists(name, table):
         op.drop_constraint(name, table, type_="foreignkey")
+
+
+def create_index_in_place(
+    name: str, table: str, columns: Sequence[str], *, unique: bool = False, **options: Any
+) -> None:
+    """MySQL/MariaDB: build the index in place while writes go on (`ALGORITHM=INPLACE
+    LOCK=NONE`): the server refuses at once, rather than copy the table, when it cannot.
+    An index of that name already there (a crashed run built it) is kept. `columns` are
+    column names; `options` as `sa.Index` takes them (`mysql_length`, ...)."""
+    if not op.get_context().as_sql and index_exists(name, table):
+        return
+    core = sa.Table(table, sa.MetaData(), *[sa.Column(column, sa.Integer) for column in columns])
+    index = sa.Index(name, *[core.c[column] for column in columns], unique=unique, **options)
+    statement = sa.schema.CreateIndex(index).compile(dialect=op.get_context().dialect)
+    op.execute(f"{statement} ALGORITHM=INPLACE LOCK=NONE")
+
+
+def index_exists(name: str, table: str) -> bool:
+    return any(index["name"] == name for index in inspect(op.get_bind()).get_indexes(table))
+
+
+def constraint_exists(name: str, table: str) -> bool:
+    """Whether `table` has a CHECK, UNIQUE or foreign-key constraint called `name`; False
+    when writing SQL offline."""
+    if op.get_context().as_sql:
+        return False
+    inspector = inspect(op.get_bind())
+    found = inspector.get_check_constraints(table) + inspector.get_unique_constraints(table)
+    found += inspector.get_foreign_keys(table)
+    return any(constraint["name"] == name for constraint in found)
+
+
+def validate(name: str, table: str) -> None:
+    """PostgreSQL: check the rows against a NOT VALID constraint in a transaction of its
+    own (the revision's work so far is committed first), so the scan holds only a lock
+    that lets writes through."""
+    context = op.get_context()
+    quote = context.dialect.identifier_preparer.quote
+    with context.autocommit_block():
+        op.execute(f"ALTER TABLE {quote(table)} VALIDATE CONSTRAINT {quote(name)}")
+
+
+def add_foreign_key_online(
+    name: str,
+    source_table: str,
+    referent_table: str,
+    local_cols: list[str],
+    remote_cols: list[str],
+    **options: Any,
+) -> None:
+    """A foreign key on a table with rows. PostgreSQL adds it NOT VALID (new rows are
+    checked at once, no scan under the strong lock), then validates the existing rows.
+    Elsewhere `create_foreign_key_if_not_exists`."""
+    if op.get_context().dialect.name != "postgresql":
+        create_foreign_key_if_not_exists(
+            name, source_table, referent_table, local_cols, remote_cols, **options
+        )
+        return
+    if not constraint_exists(name, source_table):
+        op.create_foreign_key(
+            name,
+            source_table,
+            referent_table,
+            local_cols,
+            remote_cols,
+            postgresql_not_valid=True,
+            **options,
+        )
+    validate(name, source_table)
+
+
+def add_check_online(name: str, table: str, condition: str) -> None:
+    """A CHECK constraint on a table with rows: on PostgreSQL NOT VALID, then validated, as
+    `add_foreign_key_online`. `name` is the whole name (`ck_users_age_positive`), which
+    the naming convention keeps as it is."""
+    postgresql = op.get_context().dialect.name == "postgresql"
+    if not constraint_exists(name, table):  # a crashed run of MySQL's DDL may have added it
+        options = {"postgresql_not_valid": True} if postgresql else {}
+        op.create_check_constraint(op.f(name), table, condition, **options)
+    if postgresql:
+        validate(name, table)
+
+
+def set_not_null_online(table: str, column: str, existing_type: Any) -> None:
+    """SET NOT NULL on a column with rows, once every row has a value (fill them first, or
+    the validation fails and names the constraint). PostgreSQL 12+ skips its own scan when
+    a validated CHECK (column IS NOT NULL) exists: that CHECK is added NOT VALID, validated
+    while writes go on, then NOT NULL is set and the CHECK dropped (squawk's
+    ban-drop-constraint flags that drop: accept it in the revision with `allow_squawk =
+    {"ban-drop-constraint": "the CHECK set_not_null_online adds"}`). Elsewhere the plain
+    `alter_column` (batch mode on SQLite)."""
+    context = op.get_context()
+    if context.dialect.name != "postgresql":
+        with op.batch_alter_table(table) as batch_op:
+            batch_op.alter_column(column, existing_type=existing_type, nullable=False)
+        return
+    name = f"ck_{table}_{column}_not_null"[:63]
+    quoted = context.dialect.identifier_preparer.quote(column)
+    add_check_online(name, table, f"{quoted} IS NOT NULL")
+    op.alter_column(table, column, existing_type=existing_type, nullable=False)
+    op.drop_constraint(op.f(name), table, type_="check")
+
+
+def add_unique_online(name: str, table: str, columns: list[str]) -> None:
+    """A unique constraint on a table with rows. PostgreSQL builds its index CONCURRENTLY,
+    then makes it the constraint (`ADD CONSTRAINT ... UNIQUE USING INDEX`, a catalog
+    change); MySQL/MariaDB build it in place. Fails, naming the index, when rows repeat."""
+    context = op.get_context()
+    if context.dialect.name == "mysql":
+        create_index_in_place(name, table, columns, unique=True)
+        return
+    if context.dialect.name != "postgresql":
+        op.create_unique_constraint(op.f(name), table, columns)
+        return
+    if constraint_exists(name, table):
+        return
+    create_index_concurrently(name, table, columns, unique=True)
+    quote = context.dialect.identifier_preparer.quote
+    op.execute(
+        f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} UNIQUE USING INDEX {quote(name)}"
+    )

@@ -10,7 +10,8 @@ after it (or HEAD, while that revision is not committed). `git archive` copies i
 into a temporary directory: the repository and its worktrees are left as they are.
 
 A revision runs before the new code is rolled out (expand) unless it says, at its top
-level, `phase = "contract"`: then it runs once no release older than it is serving.
+level, `phase = "contract"`: then it runs once no release older than it is serving
+(db/phases.py).
 """
 
 import json
@@ -21,14 +22,13 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from io import BytesIO
-from itertools import takewhile
 from pathlib import Path
 
 from alembic import command
 from alembic.script import Script
 from sqlalchemy.engine import URL
 
-from . import ROOT, seeds
+from . import ROOT, phases, seeds
 from .checks import alembic_config, new_revisions
 
 # The smoke test, run with the code under test first on sys.path: every table model, parents
@@ -170,10 +170,6 @@ def hint(error: str) -> str:
     return "change the schema in steps that every serving release works with"
 
 
-def is_contract(revision: Script) -> bool:
-    return getattr(revision.module, "phase", "expand") == "contract"
-
-
 class NoRelease(Exception):
     """Why there is no release to check against (not a failure)."""
 
@@ -265,7 +261,7 @@ def release_problems(url: URL) -> list[str]:
     # An empty baseline stands for the first revision, as for the other checks.
     baseline = new[0].down_revision
     commit = release_commit(new)
-    expand = list(takewhile(lambda revision: not is_contract(revision), new))
+    expand = phases.expand_part(new)
     before_contract = expand[-1].revision if expand else baseline
     problems = []
     command.upgrade(alembic_config(url), before_contract)
