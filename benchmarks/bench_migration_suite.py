@@ -23,12 +23,11 @@ import re
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, SERVERS, run, user_env
+from common import REPO, SERVERS, admin, run, user_env
 
 
 def revision_source(index: int, down: str | None) -> tuple[str, str]:
@@ -134,15 +133,6 @@ def scratch_url(
         return f"{base}/{name}", [f'CREATE DATABASE "{name}"'], [f'DROP DATABASE "{name}"']
     url = server.rstrip("/") + f"/{name}"
     return url, [f"CREATE DATABASE `{name}`"], [f"DROP DATABASE `{name}`"]
-
-
-def admin(database: str, statements: list[str]) -> None:
-    for statement in statements:
-        if database == "postgresql":
-            client = ["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-c"]
-        else:
-            client = ["mariadb", "-h", "127.0.0.1", "-u", "root", "-e"]
-        subprocess.run([*client, statement], check=True)
 
 
 def raw_cycle(project: Path, database: str, server: str | None) -> float:

@@ -39,3 +39,14 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
         fail(f"`{' '.join(args)}` exited {done.returncode} in {cwd}:\n{tail}")
     return elapsed, done.stdout
+
+
+def admin(database: str, statements: list[str]) -> None:
+    """Run statements (CREATE DATABASE, DROP DATABASE) with the server's own client, as its
+    superuser."""
+    for statement in statements:
+        if database == "postgresql":
+            client = ["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-c"]
+        else:
+            client = ["mariadb", "-h", "127.0.0.1", "-u", "root", "-e"]
+        subprocess.run([*client, statement], check=True)

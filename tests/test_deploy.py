@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from databases import scratch_database, sql
 from helpers import project_env, run
@@ -439,6 +440,86 @@ def test_deploy_in_two_phases_around_a_rollout(
     assert "done: exp1 -> con1" in contract.stderr, contract.stderr
     assert project.rows("SELECT version_num FROM alembic_version") == [["con1"]]
     assert project.rows("SELECT email, nickname FROM users") == [["a@b.c", "None"]]
+
+
+BACKFILL_ROWS = 60_000
+NUMBERS = {  # INSERT ... SELECT of the ids 1 to BACKFILL_ROWS, as each database writes it
+    "postgresql": f"SELECT g, 0 FROM generate_series(1, {BACKFILL_ROWS}) AS g",
+    "mysql": f"SELECT seq, 0 FROM seq_1_to_{BACKFILL_ROWS}",  # MariaDB's sequence engine
+    "sqlite": (
+        "SELECT x, 0 FROM (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n "
+        f"WHERE x < {BACKFILL_ROWS}) SELECT x FROM n)"
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("database", "async_mode"),
+    combinations(("postgresql", False), ("postgresql", True), ("mysql", False), ("sqlite", False)),
+)
+def test_a_backfill_killed_half_way_resumes_and_updates_each_row_once(
+    project_for: Callable[..., Project], database: str, async_mode: bool
+) -> None:
+    """db/backfill.py adds 1 to every row's `hits`, which is not idempotent: a deploy killed
+    (SIGKILL) at about 40% and run again ends with every row at 1, starting from the
+    position it stored; `--sql` gives one set-based UPDATE instead."""
+    project = project_for(database, async_mode)
+    project.add_revision(
+        "bf1",
+        project.initial,
+        'op.create_table("items", sa.Column("id", sa.Integer(), primary_key=True), '
+        'sa.Column("hits", sa.Integer(), nullable=False))',
+        'op.drop_table("items")',
+    )
+    project.add_revision(
+        "bf2",
+        "bf1",
+        'backfill("items", {"hits": sa.text("hits + 1")}, batch_size=500, largest_batch=500, '
+        "pause=0.02)",
+        extra=f"from {project.package}.db.backfill import backfill\n\ndata_migration = True",
+    )
+    sql = project.db("deploy", "--sql")
+    assert sql.returncode == 0, sql
+    assert "-- db/backfill.py runs this UPDATE of items in primary-key batches" in sql.stdout
+    assert "UPDATE items SET hits=hits + 1" in sql.stdout, sql.stdout
+    assert project.alembic("upgrade", "bf1").returncode == 0
+    project.sql(f"INSERT INTO items (id, hits) {NUMBERS[database]}")
+
+    migrator = subprocess.Popen(
+        ["uv", "run", "db", "deploy", "--no-backup"],
+        cwd=project.path,
+        env=project.env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    done, deadline = 0, time.monotonic() + 120
+    while done < BACKFILL_ROWS * 0.4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            found = project.rows("SELECT rows_done FROM migration_backfills")
+        except sa.exc.DBAPIError:  # the backfill has not created its table yet
+            continue
+        done = int(found[0][0]) if found else 0
+    os.killpg(migrator.pid, signal.SIGKILL)
+    migrator.wait()
+    assert BACKFILL_ROWS * 0.4 <= done < BACKFILL_ROWS, f"killed at {done} rows"
+    (stored,) = project.rows("SELECT rows_done, last_key FROM migration_backfills")
+    updated = project.rows("SELECT count(*) FROM items WHERE hits = 1")[0][0]
+    assert updated == stored[0], f"{updated} rows updated, {stored[0]} recorded"
+    assert project.rows("SELECT count(*) FROM items WHERE hits > 1") == [["0"]]
+
+    again = project.db("deploy", "--no-backup")
+    assert again.returncode == 0, again
+    assert f"backfill items: resuming after key {stored[1]} ({stored[0]} rows updated before)" in (
+        again.stderr
+    ), again.stderr
+    assert project.rows("SELECT hits, count(*) FROM items GROUP BY hits") == [
+        ["1", str(BACKFILL_ROWS)]
+    ]
+    assert project.rows("SELECT count(*) FROM migration_backfills") == [["0"]]
+    assert project.rows("SELECT version_num FROM alembic_version") == [["bf2"]]
 
 
 @pytest.mark.slow

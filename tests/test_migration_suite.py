@@ -1027,6 +1027,232 @@ def test_online_helpers_on_populated_tables(clean: Project) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("database", "async_mode"),
+    combinations(("sqlite", False), ("postgresql", True), ("mysql", False)),
+)
+def test_a_backfill_revision_passes_the_suite(clean: Project) -> None:
+    """A column, then a data migration that fills it with db/backfill.py on the walk's
+    rows: it walks (its progress table is no schema change), converges when the migrator
+    is killed before any of its statements, keeps to its phase, and the models agree."""
+    clean.edit(f"src/{clean.package}/models/user.py", USER_FIELDS, USER_FIELDS + NICKNAME_FIELD)
+    # Safe to run again where a crash leaves it half done (MariaDB commits each statement).
+    guard = "" if clean.database == "sqlite" else ", if_not_exists=True"
+    upgrade = f"op.add_column({NICKNAME_COLUMN}{guard})\n" + (
+        f'op.create_index("ix_users_nickname", "users", ["nickname"]{guard})'
+    )
+    downgrade = 'op.drop_index("ix_users_nickname", table_name="users")\n' + DROP_NICKNAME_COLUMN
+    clean.add_revision("bfl111", upgrade, downgrade)
+    fill = (
+        'backfill("users", {"nickname": sa.text("substr(email, 1, 20)")}, '
+        'where=sa.text("nickname IS NULL"), batch_size=3)'
+    )
+    extra = f"from {clean.package}.db.backfill import backfill  # noqa: E402\n"
+    clean.add_revision("bfl222", fill, down="bfl111", extra=f"{extra}data_migration = True")
+    output = expect_success(
+        clean, extra=("-k", "upgrades_downgrades or crash or phase or agree", "-rA")
+    )
+    assert "PASSED tests/test_migrations.py::test_new_revisions_converge_after_a_crash" in output
+
+
+# The expand/contract recipes of docs/how-to/migrations.md, on a table of their own. In
+# release 1 `people` has a full name, a body and a view count; release 2 (expand) adds the
+# columns that replace them and backfills them; release 3 (contract) drops the old ones.
+PERSON_1 = """
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+class Person(SQLModel, table=True):
+    __tablename__ = "people"
+
+    id: int | None = Field(default=None, primary_key=True)
+    full_name: str | None = Field(default=None, max_length=255)
+    body: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
+    views: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+"""
+PERSON_2 = (
+    PERSON_1
+    + """
+    # Release 2 writes both the old columns and their replacements.
+    notes: str | None = Field(default=None, sa_type=sa.Text)
+    first_name: str | None = Field(default=None, max_length=255)
+    last_name: str | None = Field(default=None, max_length=255)
+    views_count: int | None = Field(default=None, sa_type=sa.BigInteger)
+    status: str = Field(
+        default="active", max_length=20, sa_column_kwargs={"server_default": "active"}
+    )
+"""
+)
+PERSON_3 = """
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+class Person(SQLModel, table=True):
+    __tablename__ = "people"
+
+    id: int | None = Field(default=None, primary_key=True)
+    notes: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
+    first_name: str | None = Field(default=None, max_length=255)
+    last_name: str | None = Field(default=None, max_length=255)
+    views_count: int | None = Field(default=None, sa_type=sa.BigInteger)
+    status: str = Field(
+        default="active", max_length=20, sa_column_kwargs={"server_default": "active"}
+    )
+"""
+PEOPLE = """
+op.create_table(
+    "people",
+    sa.Column("id", sa.Integer(), nullable=False),
+    sa.Column("full_name", sa.String(length=255), nullable=True),
+    sa.Column("body", sa.Text(), server_default="", nullable=False),
+    sa.Column("views", sa.Integer(), server_default="0", nullable=False),
+    sa.PrimaryKeyConstraint("id", name=op.f("pk_people")),
+)
+"""
+EXPAND = """
+op.add_column("people", sa.Column("notes", sa.Text(), nullable=True){guard})
+op.add_column("people", sa.Column("first_name", sa.String(length=255), nullable=True){guard})
+op.add_column("people", sa.Column("last_name", sa.String(length=255), nullable=True){guard})
+op.add_column("people", sa.Column("views_count", sa.BigInteger(), nullable=True){guard})
+op.add_column(
+    "people",
+    sa.Column("status", sa.String(length=20), server_default="active", nullable=False){guard},
+)
+"""
+UNEXPAND = """
+with op.batch_alter_table("people") as batch_op:
+    batch_op.drop_column("status")
+    batch_op.drop_column("views_count")
+    batch_op.drop_column("last_name")
+    batch_op.drop_column("first_name")
+    batch_op.drop_column("notes")
+"""
+SPLIT = {  # the first word of full_name, and the rest, in each database's SQL
+    "postgresql": (
+        "split_part(full_name, ' ', 1)",
+        "CASE WHEN strpos(full_name, ' ') > 0 "
+        "THEN substr(full_name, strpos(full_name, ' ') + 1) ELSE '' END",
+    ),
+    "mysql": (
+        "substring_index(full_name, ' ', 1)",
+        "CASE WHEN locate(' ', full_name) > 0 "
+        "THEN substring(full_name, locate(' ', full_name) + 1) ELSE '' END",
+    ),
+    "sqlite": (
+        "substr(full_name, 1, instr(full_name || ' ', ' ') - 1)",
+        "CASE WHEN instr(full_name, ' ') > 0 "
+        "THEN substr(full_name, instr(full_name, ' ') + 1) ELSE '' END",
+    ),
+}
+BACKFILLS = """
+first, rest = SPLIT[op.get_context().dialect.name]
+backfill("people", {{"notes": sa.text("body")}}, where=sa.text("notes IS NULL"))
+backfill(
+    "people",
+    {{"first_name": sa.text(first), "last_name": sa.text(rest)}},
+    where=sa.text("full_name IS NOT NULL AND first_name IS NULL"),
+)
+backfill("people", {{"views_count": sa.text("views")}}, where=sa.text("views_count IS NULL"))
+"""
+CONTRACT = """
+# Rows the old release wrote during the rollout, then the rename's NOT NULL.
+op.execute("UPDATE people SET notes = body WHERE notes IS NULL")
+with op.batch_alter_table("people") as batch_op:
+    batch_op.alter_column("notes", existing_type=sa.Text(), server_default="")
+set_not_null_online("people", "notes", sa.Text())
+"""
+UNCONTRACT = """
+with op.batch_alter_table("people") as batch_op:
+    batch_op.alter_column("notes", existing_type=sa.Text(), nullable=True, server_default=None)
+"""
+CONTRACT_EXTRA = """
+from {package}.db.online import set_not_null_online  # noqa: E402
+
+phase = "contract"
+allow_squawk = {{"ban-drop-constraint": "the CHECK set_not_null_online adds"}}
+"""
+# In a revision of their own: MariaDB commits each statement, so a deploy killed after a
+# drop runs the revision again, and the UPDATE above would no longer find `body`.
+DROPS = {
+    "sqlite": 'with op.batch_alter_table("people") as batch_op:\n'
+    + "".join(f'    batch_op.drop_column("{name}")\n' for name in ("views", "body", "full_name")),
+    "other": "".join(
+        f'op.drop_column("people", "{name}", if_exists=True)\n'
+        for name in ("views", "body", "full_name")
+    ),
+}
+UNDROPS = """
+op.add_column("people", sa.Column("full_name", sa.String(length=255), nullable=True))
+op.add_column("people", sa.Column("body", sa.Text(), server_default="", nullable=False))
+op.add_column("people", sa.Column("views", sa.Integer(), server_default="0", nullable=False))
+"""
+DROPS_EXTRA = """
+phase = "contract"
+allow_destructive = "release 3 reads notes, first_name, last_name and views_count"
+allow_squawk = {"ban-drop-column": "no serving release maps them"}
+"""
+
+
+def ship(project: Project, baseline: str, message: str) -> None:
+    project.edit("pyproject.toml", 'baseline = ""', f'baseline = "{baseline}"')
+    run(["git", "add", "-A"], project.path)
+    run(["git", "commit", "-qm", message], project.path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("database", "async_mode"),
+    combinations(("sqlite", False), ("postgresql", False), ("mysql", False)),
+)
+def test_expand_contract_recipes_on_populated_tables(clean: Project) -> None:
+    """Rename a column (body to notes), split one (full_name into first and last name),
+    change a type (views to a BIGINT views_count) and add a NOT NULL column (status), in
+    three releases: the suite, on the walk's rows and against the release still running,
+    passes for the expand release and for the contract one."""
+    models = clean.path / "src" / clean.package / "models"
+    (models / "person.py").write_text(PERSON_1.lstrip())
+    clean.edit(
+        f"src/{clean.package}/models/__init__.py",
+        "\nmetadata = ",
+        "\nfrom . import person  # noqa: E402, F401\n\nmetadata = ",
+    )
+    clean.add_revision("rcp000", PEOPLE.strip(), 'op.drop_table("people")')
+    ship(clean, "rcp000", "release 1")
+    suite = ("-k", "not backfill_display_names")
+
+    (models / "person.py").write_text(PERSON_2.lstrip())
+    guard = "" if clean.database == "sqlite" else ", if_not_exists=True"
+    clean.add_revision(
+        "rcp101", EXPAND.format(guard=guard).strip(), UNEXPAND.strip(), down="rcp000"
+    )
+    split = f"\nSPLIT = {SPLIT!r}"
+    extra = f"from {clean.package}.db.backfill import backfill  # noqa: E402\n{split}"
+    clean.add_revision(
+        "rcp102",
+        BACKFILLS.format().strip(),
+        down="rcp101",
+        extra=f"{extra}\ndata_migration = True",
+    )
+    expect_success(clean, extra=suite)
+    clean.edit("pyproject.toml", 'baseline = "rcp000"', 'baseline = ""')
+    ship(clean, "rcp102", "release 2")
+
+    (models / "person.py").write_text(PERSON_3.lstrip())
+    clean.add_revision(
+        "rcp201",
+        CONTRACT.strip(),
+        UNCONTRACT.strip(),
+        down="rcp102",
+        extra=CONTRACT_EXTRA.format(package=clean.package),
+    )
+    drops = DROPS.get(clean.database, DROPS["other"]).strip()
+    clean.add_revision("rcp202", drops, UNDROPS.strip(), down="rcp201", extra=DROPS_EXTRA)
+    expect_success(clean, extra=suite)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("database", "async_mode"), POSTGRESQL)
 def test_a_sound_history_that_moves_names_around_walks_cleanly(clean: Project) -> None:
     """No false alarm from the PostgreSQL snapshots on renames, types, functions, triggers."""

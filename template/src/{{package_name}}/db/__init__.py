@@ -10,6 +10,7 @@
 - `destructive`: what a revision drops or renames, and the tables it puts at risk;
 - `phases`: expand and contract revisions, and what each may do;
 - `online`: schema changes for revisions that never block the app's writes;
+- `backfill`: fill a column of a large table in committed, resumable batches;
 - `scratch`: throwaway databases for the tests and the bootstrap;
 - `checks`, `snapshots`, `seeds`, `releases`: the migration suite's library
   (tests/test_migrations.py): the walk, its catalog snapshots, the rows it migrates, the

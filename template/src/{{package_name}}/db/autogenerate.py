@@ -13,6 +13,7 @@ from sqlmodel.sql.sqltypes import AutoString
 
 from ..core.config import DATABASE
 from ..models.base import UTCDateTime
+from . import backfill
 
 PACKAGE = __package__.rsplit(".", 1)[0]
 # The models' aware datetimes: the project's UTCDateTime, and the one SQLModel (0.0.50 and
@@ -20,6 +21,12 @@ PACKAGE = __package__.rsplit(".", 1)[0]
 AWARE_DATETIMES = tuple(
     kind for kind in (UTCDateTime, getattr(sqltypes, "UTCDateTime", None)) if kind is not None
 )
+
+
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Autogenerate and `alembic check` leave out the backfills' progress table, which no
+    model declares (db/backfill.py creates it when a backfill first runs)."""
+    return not (type_ == "table" and name == backfill.TABLE)
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
