@@ -4,9 +4,9 @@ its driver), the rows, the sample for the row loop, the project's package."""
 
 import importlib
 import json
+import multiprocessing
 import random
 import sys
-import threading
 import time
 
 import sqlalchemy as sa
@@ -47,36 +47,51 @@ def build():
         )
 
 
+def write(url, rows, stop, results):
+    """One app-like writer, a process of its own as an app's worker is: single-row UPDATEs
+    of random rows, one transaction each, every one timed, until `stop` is set."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    statement = sa.text("UPDATE people SET touched = touched + 1 WHERE id = :id")
+    waits, errors = [], []
+    with engine.connect() as c:
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                with c.begin():
+                    c.execute(statement, {"id": random.randint(1, rows)})
+            except sa.exc.DBAPIError as error:
+                errors.append(str(error.orig).splitlines()[0])
+            waits.append(time.perf_counter() - started)
+            time.sleep(0.005)
+    results.put((waits, errors))
+
+
 class Writers:
-    """Four app-like writers: single-row UPDATEs of random rows, each timed."""
+    """Four writers, each in its own process (so none shares the strategy's interpreter)."""
 
     def __init__(self, count=4):
-        self.waits, self.errors, self.stop = [], [], threading.Event()
-        self.threads = [threading.Thread(target=self.write) for _ in range(count)]
-
-    def write(self):
-        statement = sa.text("UPDATE people SET touched = touched + 1 WHERE id = :id")
-        with engine.connect() as c:
-            while not self.stop.is_set():
-                started = time.perf_counter()
-                try:
-                    with c.begin():
-                        c.execute(statement, {"id": random.randint(1, rows)})
-                except sa.exc.DBAPIError as error:
-                    self.errors.append(str(error.orig).splitlines()[0])
-                self.waits.append(time.perf_counter() - started)
-                time.sleep(0.005)
+        context = multiprocessing.get_context("spawn")
+        self.stop, self.results = context.Event(), context.Queue()
+        self.processes = [
+            context.Process(target=write, args=(url, rows, self.stop, self.results))
+            for _ in range(count)
+        ]
+        self.waits, self.errors = [], []
 
     def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        time.sleep(0.5)  # steady before the strategy starts
+        for process in self.processes:
+            process.start()
+        time.sleep(2)  # started and steady before the strategy starts
         return self
 
     def __exit__(self, *_):
         self.stop.set()
-        for thread in self.threads:
-            thread.join()
+        for _ in self.processes:
+            waits, errors = self.results.get()
+            self.waits += waits
+            self.errors += errors
+        for process in self.processes:
+            process.join()
 
 
 def single():
@@ -109,33 +124,36 @@ def helper():
         connection.commit()
 
 
-for label, strategy, share in (
-    ("single", single, 1),
-    ("backfill", helper, 1),
-    ("row loop", row_loop, rows / sample),
-):
-    build()
-    with Writers() as writers:
-        started = time.perf_counter()
-        strategy()
-        took = (time.perf_counter() - started) * share
-    with engine.connect() as c:
-        left = c.exec_driver_sql(
-            "SELECT count(*) FROM people WHERE first_name IS NULL"
-        ).scalar() - (rows - sample if label == "row loop" else 0)
-    waits = sorted(writers.waits)
-    print(
-        json.dumps(
-            {
-                "strategy": label,
-                "seconds": took,
-                "extrapolated": share != 1,
-                "writes": len(waits),
-                "p99_ms": waits[int(len(waits) * 0.99)] * 1000,
-                "max_ms": waits[-1] * 1000,
-                "errors": writers.errors[:3],
-                "rows_left": left,
-            }
-        ),
-        flush=True,
-    )
+if __name__ == "__main__":
+    for label, strategy, share, count in (
+        ("single", single, 1, 4),
+        ("backfill", helper, 1, 4),
+        ("row loop", row_loop, rows / sample, 4),
+        ("single, no writers", single, 1, 0),
+        ("backfill, no writers", helper, 1, 0),
+    ):
+        build()
+        with Writers(count) as writers:
+            started = time.perf_counter()
+            strategy()
+            took = (time.perf_counter() - started) * share
+        with engine.connect() as c:
+            left = c.exec_driver_sql(
+                "SELECT count(*) FROM people WHERE first_name IS NULL"
+            ).scalar() - (rows - sample if label == "row loop" else 0)
+        waits = sorted(writers.waits) or [0.0]
+        print(
+            json.dumps(
+                {
+                    "strategy": label,
+                    "seconds": took,
+                    "extrapolated": share != 1,
+                    "writes": len(writers.waits),
+                    "p99_ms": waits[int(len(waits) * 0.99)] * 1000,
+                    "max_ms": waits[-1] * 1000,
+                    "errors": writers.errors[:3],
+                    "rows_left": left,
+                }
+            ),
+            flush=True,
+        )

@@ -17,11 +17,13 @@ runs again, never updating a row twice.
         )
 
 - A batch is a range of the primary key (one column, of any type the database orders):
-  its upper bound is read from the key's index (`ORDER BY key LIMIT 1 OFFSET n`), then
   `UPDATE ... WHERE key > <last> AND key <= <bound>` runs and the bound is written to the
-  table `migration_backfills`, in one transaction.
-- The batch size follows a target time per batch (`batch_seconds`): it doubles while
-  batches are quick and halves when one is slow. `pause` sleeps between batches.
+  table `migration_backfills`, in one transaction. An integer key's bound is the last one
+  plus the batch size, up to the largest key when the backfill started (the last batch has
+  no upper bound, so rows added meanwhile are filled too); any other key's is read from its
+  index (`ORDER BY key LIMIT 1 OFFSET n`).
+- The batch size follows a target time per batch (`batch_seconds`): it is scaled by how
+  far the last batch was from it. `pause` sleeps between batches.
 - Before each batch it waits while the server is busy: PostgreSQL vacuuming the table or a
   replica behind by more than `max_replica_lag` seconds; MySQL/MariaDB with more than
   `max_threads_running` threads running.
@@ -82,7 +84,7 @@ def backfill(
     *,
     name: str | None = None,
     batch_size: int = 1000,
-    batch_seconds: float = 0.05,
+    batch_seconds: float = 0.07,
     largest_batch: int = 100_000,
     pause: float = 0.0,
     max_replica_lag: float = 1.0,
@@ -133,10 +135,10 @@ class Batches:
     largest: int = 100_000
 
     def adapt(self, took: float) -> None:
-        if took < self.seconds / 2:
-            self.size = min(self.size * 2, self.largest)
-        elif took > self.seconds * 2:
-            self.size = max(self.size // 2, self.smallest)
+        """Scale the size by how far the last batch was from the target, at most doubling
+        or halving it at once."""
+        factor = min(max(self.seconds / max(took, 1e-6), 0.5), 2.0)
+        self.size = min(max(int(self.size * factor), self.smallest), self.largest)
 
 
 @dataclass
@@ -147,6 +149,8 @@ class Health:
     table: str
     max_replica_lag: float
     max_threads_running: int
+    every: float = 1.0  # seconds between checks
+    checked: float = float("-inf")
 
     def busy(self) -> str | None:
         dialect = self.connection.dialect.name
@@ -167,7 +171,11 @@ class Health:
         return None
 
     def wait(self, say: Any) -> None:
-        """Sleep while the server is busy, saying so every 10 seconds."""
+        """Sleep while the server is busy, saying so every 10 seconds. Checked once a
+        second at most, not before every batch."""
+        if time.monotonic() - self.checked < self.every:
+            return
+        self.checked = time.monotonic()
         said = 0.0
         while reason := self.busy():
             self.connection.commit()
@@ -228,17 +236,34 @@ class Run:
         source = sa.table(self.table, key, *columns)
         statement = sa.update(source).values(self.values)
         last, done = self.resume(key)
-        remaining = sa.select(sa.func.count()).select_from(source)
-        if last is not None:
-            remaining = remaining.where(key > last)
-        total = self.connection.execute(remaining).scalar() or 0
+        resumed = last
+        numbered = isinstance(key.type, sa.Integer)  # ranges by arithmetic, no lookup
+        if numbered:
+            lowest, highest = self.connection.execute(
+                sa.select(sa.func.min(key), sa.func.max(key)).select_from(source)
+            ).one()
+            if last is None and lowest is not None:
+                last = lowest - 1  # the bound below the first batch, left out of it
+            total = highest - last if highest is not None else 0
+        else:
+            remaining = sa.select(sa.func.count()).select_from(source)
+            if last is not None:
+                remaining = remaining.where(key > last)
+            total = self.connection.execute(remaining).scalar() or 0
         self.connection.commit()
         with reporter(self.table, total) as report:
-            if last is not None:
-                report.say(f"resuming after key {last} ({done} rows updated before)")
+            if resumed is not None:
+                report.say(f"resuming after key {resumed} ({done} rows updated before)")
             while True:
                 health.wait(report.say)
-                bound = self.bound(source, key, last, batches.size)
+                if numbered:  # the last batch has no upper bound: it takes rows added since
+                    bound = (
+                        None
+                        if highest is None or last + batches.size >= highest
+                        else (last + batches.size)
+                    )
+                else:
+                    bound = self.bound(source, key, last, batches.size)
                 started = time.monotonic()
                 with self.connection.begin():
                     done += self.batch(statement, key, last, bound)
@@ -270,16 +295,17 @@ class Run:
 
     def record(self, bound: Any, done: int) -> None:
         """Store the position, in the batch's transaction; forget it after the last one."""
-        self.connection.execute(PROGRESS.delete().where(PROGRESS.c.name == self.name))
-        if bound is not None:
-            self.connection.execute(
-                PROGRESS.insert().values(
-                    name=self.name,
-                    last_key=encode(bound),
-                    rows_done=done,
-                    updated_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
-                )
-            )
+        mine = PROGRESS.c.name == self.name
+        if bound is None:
+            self.connection.execute(PROGRESS.delete().where(mine))
+            return
+        position = dict(
+            last_key=encode(bound),
+            rows_done=done,
+            updated_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        )
+        if not self.connection.execute(PROGRESS.update().where(mine).values(position)).rowcount:
+            self.connection.execute(PROGRESS.insert().values(name=self.name, **position))
 
 
 @dataclass
