@@ -276,12 +276,12 @@ ON_ROWS_ONLY = {
         'op.add_column("users", sa.Column("age", sa.Integer(), nullable=False, '
         'server_default="0"))',
     ),
-    "mysql": (
-        NARROW_NAME.format(100, 255),
-        NARROW_NAME.format(255, 100),
+    "mysql": (  # narrowing a type copies the table on MariaDB: refused at once, rows or not
+        NOT_NULL_NAME.format(False),
+        NOT_NULL_NAME.format(True),
         r"Data truncated for column 'full_name'",
-        'op.execute("UPDATE users SET full_name = LEFT(full_name, 100)")\n'
-        + NARROW_NAME.format(100, 255),
+        "op.execute(\"UPDATE users SET full_name = '' WHERE full_name IS NULL\")\n"
+        + NOT_NULL_NAME.format(False),
     ),
 }
 SAME_NAMES = """
@@ -683,6 +683,34 @@ class TestMistakesAreCaught:
         )
         clean.add_revision("pop111", twin, downgrade)
         expect_success(clean, WALK)
+
+    @pytest.mark.parametrize(("database", "async_mode"), MYSQL)
+    def test_mariadb_change_that_would_copy_the_table(self, clean: Project) -> None:
+        """MariaDB alters a table in place or not at all in a migration: VARCHAR to TEXT
+        would copy users while the app's writes wait, so the walk fails with the server's
+        1846 and the way out. Allowed for the statement, with its reason, it passes and the
+        run lists the reason."""
+        to_text = 'op.alter_column("users", "full_name", existing_type=sa.String(255), '
+        to_text += "type_=sa.Text())"
+        back = 'op.execute("UPDATE users SET full_name = LEFT(full_name, 255)")\n'
+        back += 'op.alter_column("users", "full_name", existing_type=sa.Text(), '
+        back += "type_=sa.String(255))"
+        clean.add_revision("cpy111", to_text, back)
+        expect_failure(
+            clean,
+            WALK,
+            r"revision cpy111 .*fails to upgrade on mysql: .*1846.*ALGORITHM=INPLACE is not "
+            r"supported.*MariaDB would copy the whole table .*table_copy_allowed",
+        )
+        why = "users is small: its writes can wait a second"
+        allowed = f'with table_copy_allowed("{why}"):\n    '
+        extra = f"from {clean.package}.db.online import table_copy_allowed  # noqa: E402"
+        back_allowed = back.replace("op.alter_column", allowed + "op.alter_column")
+        clean.add_revision("cpy111", allowed + to_text, back_allowed, extra=extra)
+        output = expect_success(clean, WALK)
+        assert f"revision cpy111 (cpy111 message) lets a statement copy its table: {why}" in (
+            output
+        )
 
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_seed_rows_per_table_zero_walks_empty_tables(self, clean: Project) -> None:

@@ -244,7 +244,7 @@ class Run:
             ).one()
             if last is None and lowest is not None:
                 last = lowest - 1  # the bound below the first batch, left out of it
-            total = highest - last if highest is not None else 0
+            total = max(highest - last, 0) if highest is not None else 0
         else:
             remaining = sa.select(sa.func.count()).select_from(source)
             if last is not None:

@@ -7,6 +7,7 @@ Everything goes through Alembic's public commands, with `on_version_apply` to lo
 database inside each step's transaction.
 """
 
+import ast
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 from alembic import command
@@ -28,6 +30,7 @@ from sqlalchemy.engine import URL
 from . import ROOT, phases, seeds, snapshots
 from .connection import Target, run_with_connection
 from .lock import autocommit, lock_for
+from .migrations import copy_refused
 
 PACKAGE = __package__.rsplit(".", 1)[0]
 
@@ -210,6 +213,8 @@ class Walk:
             except Exception as error:  # any failure of a revision is what the walk reports
                 revision = self.failed(upgrading=migrate is command.upgrade)
                 problem = f"{describe(revision)} {failure}: {first_line(error)}"
+                if advice := copy_refused(error):
+                    problem += f". {advice}"
                 if checks and (held := self.seeder.described(str(error))):
                     problem += (
                         f" ({'; '.join(held)}: db/seeds.py fills the tables as production's "
@@ -440,7 +445,23 @@ def opt_ins() -> list[str]:
             lines.append(f"{describe(revision)} is a data migration (not linted by squawk)")
         if reason := phases.accepted(revision):
             lines.append(f"{describe(revision)} breaks the rule of its phase: {reason}")
+        for reason in copies_allowed(revision):
+            lines.append(f"{describe(revision)} lets a statement copy its table: {reason}")
     return lines
+
+
+def copies_allowed(revision: Script) -> list[str]:
+    """The reasons a revision gives `table_copy_allowed(...)` (db/online.py), from its source."""
+    tree = ast.parse(Path(revision.path).read_text())
+    return [
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", getattr(node.func, "attr", None)) == "table_copy_allowed"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    ]
 
 
 def offline_sql(revision: Script) -> str:

@@ -68,15 +68,38 @@ def session_statements(dialect: str) -> list[str]:
 def prepare_session(connection: Connection) -> None:
     """The migration session's settings, by dialect (see `session_statements`). PostgreSQL
     14+ also checks that the client is alive, so a killed migrator's statement stops within a
-    second and its revision rolls back. SQLite gets transactional DDL."""
+    second and its revision rolls back. MariaDB alters tables in place or not at all
+    (`alter_algorithm`): a change that would copy the table, writes waiting for the whole
+    copy, fails at once with the server's error 1845/1846 instead
+    (`online.table_copy_allowed` lets one statement copy). SQLite gets transactional DDL."""
     statements = session_statements(connection.dialect.name)
     if connection.dialect.name == "postgresql" and connection.dialect.server_version_info >= (14,):
         statements.append("SET client_connection_check_interval = '1s'")
+    if getattr(connection.dialect, "is_mariadb", False):
+        statements.append(IN_PLACE)
     with autocommit(connection):
         for statement in statements:
             connection.exec_driver_sql(statement)
     if connection.dialect.name == "sqlite":
         transactional_ddl(connection)
+
+
+IN_PLACE = "SET SESSION alter_algorithm = 'INPLACE'"  # or faster: NOCOPY, INSTANT
+COPY_REFUSED = (1845, 1846)  # MariaDB: the operation cannot run with the algorithm asked
+
+
+def copy_refused(error: BaseException) -> str | None:
+    """What to do when MariaDB refused to alter a table in place; None for other errors."""
+    orig = getattr(error, "orig", None)
+    if not (orig is not None and getattr(orig, "args", None) and orig.args[0] in COPY_REFUSED):
+        return None
+    return (
+        "MariaDB would copy the whole table for this statement, the app's writes waiting "
+        "until the copy is done: change it in steps that run in place (a new column, "
+        "backfill(), then a contract revision; docs: how-to/migrations.md), or, for a table "
+        'small enough, let that statement copy: `with table_copy_allowed("<why>"):` from '
+        "db/online.py"
+    )
 
 
 def transactional_ddl(connection: Connection) -> None:

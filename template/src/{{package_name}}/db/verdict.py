@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from . import snapshots
 from .connection import run_with_connection
-from .migrations import lock_timed_out
+from .migrations import copy_refused, lock_timed_out
 from .status import CannotTell, describe, message, read_state
 
 
@@ -87,6 +87,8 @@ def deploy_failed(
     reason: str, error: BaseException, config: Config, watch: Watch | None, backup: Path | None
 ) -> str:
     """One line: which revision failed and why, where the database is, what to do."""
+    if advice := copy_refused(error):
+        reason = f"{reason} ({advice})"
     try:
         now = read_state(config)
     except CannotTell as cannot:
