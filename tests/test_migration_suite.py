@@ -712,6 +712,33 @@ class TestMistakesAreCaught:
             output
         )
 
+    @pytest.mark.parametrize(("database", "async_mode"), MYSQL)
+    def test_mariadb_foreign_key_over_rows_that_reference_nothing(self, clean: Project) -> None:
+        """MariaDB adds a foreign key in place only with foreign_key_checks off, which checks
+        no row: create_foreign_key_if_not_exists counts the rows that reference nothing
+        first, and the revision fails naming them. Cleared first, it passes."""
+        helpers = "create_foreign_key_if_not_exists, drop_foreign_key_if_exists"
+        extra = f"from {clean.package}.db.online import {helpers}  # noqa: E402"
+        column = 'op.add_column("posts", sa.Column("editor_id", sa.Integer()), if_not_exists=True)'
+        key = (
+            'create_foreign_key_if_not_exists("fk_posts_editor_id_users", "posts", "users", '
+            '["editor_id"], ["id"])'
+        )
+        down = 'drop_foreign_key_if_exists("fk_posts_editor_id_users", "posts")\n'
+        down += 'op.drop_column("posts", "editor_id")'
+        orphans = 'op.execute("UPDATE posts SET editor_id = -1")'
+        clean.add_revision("fkc111", f"{column}\n{orphans}\n{key}", down, extra=extra)
+        expect_failure(
+            clean,
+            WALK,
+            r"revision fkc111 .*fails to upgrade on mysql: \d+ rows of posts reference no row "
+            r"of users: give them a key that exists \(or NULL\) before adding "
+            r"fk_posts_editor_id_users",
+        )
+        fixed = 'op.execute("UPDATE posts SET editor_id = author_id")'
+        clean.add_revision("fkc111", f"{column}\n{fixed}\n{key}", down, extra=extra)
+        expect_success(clean, WALK)
+
     @pytest.mark.parametrize(("database", "async_mode"), ONE_PROJECT)
     def test_seed_rows_per_table_zero_walks_empty_tables(self, clean: Project) -> None:
         """The setting is read: at 0 the walk migrates empty tables, where SET NOT NULL over

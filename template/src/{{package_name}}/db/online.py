@@ -125,13 +125,19 @@ def create_foreign_key_if_not_exists(
     # MariaDB adds a foreign key in place only with foreign_key_checks off, which skips the
     # check of the rows there: they are checked here before, and again after.
     check = orphans(source_table, referent_table, local_cols, remote_cols)
-    if found := bind.execute(check).scalar():
-        raise ValueError(f"{name}: {found} rows of {source_table} reference no {referent_table}")
+
+    def refuse_orphans() -> None:
+        if found := bind.execute(check).scalar():
+            raise ValueError(
+                f"{found} rows of {source_table} reference no row of {referent_table}: give "
+                f"them a key that exists (or NULL) before adding {name}"
+            )
+
+    refuse_orphans()
     op.execute("SET SESSION foreign_key_checks = 0")
     op.create_foreign_key(name, source_table, referent_table, local_cols, remote_cols, **options)
     op.execute("SET SESSION foreign_key_checks = 1")
-    if found := bind.execute(check).scalar():
-        raise ValueError(f"{name}: {found} rows of {source_table} reference no {referent_table}")
+    refuse_orphans()  # rows written while the key was being added
 
 
 def orphans(
