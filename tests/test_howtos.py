@@ -70,8 +70,11 @@ def test_the_project_how_tos_run_as_written(
         reader.run(HOW_TO / "deploy.md")
         assert "CREATE TABLE orders" in (project / "pending.sql").read_text()
     finally:
-        drop = f"DROP DATABASE IF EXISTS {package} WITH (FORCE); DROP ROLE IF EXISTS {package}"
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", drop], check=False)
+        # One -c each: psql runs a single -c's statements in one transaction, which DROP
+        # DATABASE refuses, and the database and role were left behind.
+        drops = ["-c", f"DROP DATABASE IF EXISTS {package} WITH (FORCE)"]
+        drops += ["-c", f"DROP ROLE IF EXISTS {package}"]
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", *drops], check=False)
 
 
 @pytest.mark.slow
