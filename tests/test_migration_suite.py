@@ -1212,8 +1212,9 @@ backfill(
 backfill("people", {{"views_count": sa.text("views")}}, where=sa.text("views_count IS NULL"))
 """
 CONTRACT = """
-# Rows the old release wrote during the rollout, then the rename's NOT NULL.
-op.execute("UPDATE people SET notes = body WHERE notes IS NULL")
+# Rows the old release wrote during the rollout, in batches (one UPDATE would lock every
+# row it reads on MySQL/MariaDB, the app's writes waiting), then the rename's NOT NULL.
+backfill("people", {"notes": sa.text("body")}, where=sa.text("notes IS NULL"))
 with op.batch_alter_table("people") as batch_op:
     batch_op.alter_column("notes", existing_type=sa.Text(), server_default="")
 set_not_null_online("people", "notes", sa.Text())
@@ -1223,13 +1224,14 @@ with op.batch_alter_table("people") as batch_op:
     batch_op.alter_column("notes", existing_type=sa.Text(), nullable=True, server_default=None)
 """
 CONTRACT_EXTRA = """
+from {package}.db.backfill import backfill  # noqa: E402
 from {package}.db.online import set_not_null_online  # noqa: E402
 
 phase = "contract"
 allow_squawk = {{"ban-drop-constraint": "the CHECK set_not_null_online adds"}}
 """
 # In a revision of their own: MariaDB commits each statement, so a deploy killed after a
-# drop runs the revision again, and the UPDATE above would no longer find `body`.
+# drop runs the revision again, and the backfill above would no longer find `body`.
 DROPS = {
     "sqlite": 'with op.batch_alter_table("people") as batch_op:\n'
     + "".join(f'    batch_op.drop_column("{name}")\n' for name in ("views", "body", "full_name")),
@@ -1321,7 +1323,8 @@ def test_a_sound_history_that_moves_names_around_walks_cleanly(clean: Project) -
             extra=online_helpers(clean),
         )
         down = rev
-    passed, output = clean.migration_suite()
+    # The live-traffic budget is not the point here, and fills each table it names.
+    passed, output = clean.migration_suite(extra=("-k", "not keep_the_app_waiting"))
     failed = re.findall(r"^(?:FAILED|ERROR) \S+::(\w+)", output, re.M)
     assert WALK not in failed and CRASH not in failed, output
     # The walk reached head: alembic check ran, and found the tables no model declares.
@@ -1348,3 +1351,153 @@ def test_hand_written_operations_get_the_naming_convention(clean: Project) -> No
     )
     assert "ADD CONSTRAINT ck_posts_positive_id CHECK (id > 0)" in done.stdout, done.stdout
     assert "ADD CONSTRAINT uq_posts_title UNIQUE (title)" in done.stdout, done.stdout
+
+
+# ------------------------------------------------------------------ the live-traffic budget
+
+TRAFFIC = "test_new_revisions_keep_the_app_waiting_no_longer_than_the_budget"
+VIEWS = (
+    "trf001",
+    'op.add_column("users", sa.Column("views", sa.Integer(), server_default="0", '
+    "nullable=False){guard})",
+    'op.drop_column("users", "views")',
+)
+PLAIN_INDEX = (
+    "trf002",
+    'op.create_index("ix_users_full_name", "users", ["full_name"])',
+    'op.drop_index("ix_users_full_name", table_name="users")',
+)
+ONLINE_INDEX = (
+    "trf002",
+    'create_index_concurrently("ix_users_full_name", "users", ["full_name"])',
+    'drop_index_concurrently("ix_users_full_name", "users")',
+)
+VOLATILE_DEFAULT = (
+    "trf003",
+    'op.add_column("users", sa.Column("token", sa.Uuid(), '
+    'server_default=sa.text("gen_random_uuid()")))',
+    'op.drop_column("users", "token")',
+)
+# The column for new rows first, then its default for the rows to come (old rows get theirs
+# from a backfill() revision): neither writes a row.
+DEFAULT_FOR_NEW_ROWS = (
+    "trf003",
+    'op.add_column("users", sa.Column("token", sa.Uuid()))\n'
+    'op.alter_column("users", "token", server_default=sa.text("gen_random_uuid()"))',
+    'op.drop_column("users", "token")',
+)
+TYPE_CHANGE = (
+    "trf004",
+    'op.alter_column("users", "views", type_=sa.BigInteger(), existing_type=sa.Integer(), '
+    'existing_nullable=False, existing_server_default="0")',
+    'op.alter_column("users", "views", type_=sa.Integer(), existing_type=sa.BigInteger(), '
+    'existing_nullable=False, existing_server_default="0")',
+)
+NEW_COLUMN_OF_THE_NEW_TYPE = (  # the expand step of the docs' recipe
+    "trf004",
+    'op.add_column("users", sa.Column("views_count", sa.BigInteger()){guard})',
+    'op.drop_column("users", "views_count")',
+)
+# ADD COLUMN is instant, but waits for the long reader's lock, and the app behind it.
+QUEUED_FOREVER = {
+    "postgresql": 'op.execute("SET lock_timeout = 0")\n',
+    "mysql": 'op.execute("SET SESSION lock_wait_timeout = 60")\n',
+}
+QUEUED = (
+    "trf005",
+    '{unbounded}op.add_column("users", sa.Column("note", sa.String(50)){guard})',
+    'op.drop_column("users", "note")',
+)
+COPIED = (  # MariaDB: a type change, allowed to copy the table
+    "trf004",
+    'with table_copy_allowed("users is small"):\n    ' + TYPE_CHANGE[1],
+    'with table_copy_allowed("users is small"):\n    ' + TYPE_CHANGE[2],
+)
+REFUSED = (  # MariaDB: MODIFY without an ALGORITHM clause, which would copy the table
+    "trf006",
+    'op.execute("ALTER TABLE users MODIFY full_name VARCHAR(100)")',
+    'op.execute("ALTER TABLE users MODIFY full_name VARCHAR(255)")',
+)
+
+
+def add_history(
+    project: Project, revisions: list[tuple[str, str, str]], bounded: bool = False
+) -> None:
+    """The revisions, each on the one before, with the helpers they may use; `bounded`:
+    QUEUED keeps the project's lock timeout."""
+    guard = "" if project.database == "postgresql" else ", if_not_exists=True"
+    unbounded = "" if bounded else QUEUED_FOREVER[project.database]
+    extra = online_helpers(project) + (
+        f"\nfrom {project.package}.db.online import table_copy_allowed  # noqa: E402"
+    )
+    down = None
+    for rev, upgrade, downgrade in revisions:
+        upgrade = upgrade.format(guard=guard, unbounded=unbounded)
+        project.add_revision(rev, upgrade, downgrade, down=down, extra=extra)
+        down = rev
+
+
+def stalls(output: str) -> dict[str, str]:
+    """The revisions the traffic test names, each with its message."""
+    found = r"^E\s+(?:AssertionError: )?revision (trf\d+) \(trf\d+ message\)(.*)$"
+    return dict(re.findall(found, output, re.M))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("database", "async_mode"), combinations(("postgresql", False), ("postgresql", True))
+)
+def test_postgresql_changes_that_stall_the_app(clean: Project) -> None:
+    """On a million rows, under the canary and the long reader: a plain index, a volatile
+    default, a type change and an ADD COLUMN with lock_timeout turned off each keep the
+    app waiting past 250 ms, named with the statement and the recipe; a column with a
+    constant default does not. The type change also breaks the prepared statements of
+    both drivers, psycopg's and asyncpg's. Their twins (a concurrent index, a default for
+    new rows only, a new column of the new type, the project's lock timeout) pass."""
+    unsafe = [VIEWS, PLAIN_INDEX, VOLATILE_DEFAULT, TYPE_CHANGE, QUEUED]
+    add_history(clean, unsafe)
+    passed, output = clean.migration_suite(TRAFFIC)
+    assert not passed, output
+    found = stalls(output)
+    assert set(found) == {"trf002", "trf003", "trf004", "trf005"}, output
+    waited = r" kept the app's \w+ on users waiting \d+ ms, over the budget of 250 ms"
+    assert re.match(waited + r", while it ran `CREATE INDEX ix_users_full_name", found["trf002"])
+    assert "create_index_concurrently()" in found["trf002"], found["trf002"]
+    assert re.match(waited + r".*ADD COLUMN token .*backfill\(\)", found["trf003"])
+    assert re.match(waited + r".*TYPE BIGINT.*change the type in steps", found["trf004"])
+    assert re.match(waited + r".*ADD COLUMN note.*MIGRATION_LOCK_TIMEOUT", found["trf005"])
+    assert "users held 1000000 rows" in output, output
+    if clean.path.name.endswith("async"):
+        assert re.search(r"select on users failed .*InvalidCachedStatementError", output)
+    else:  # psycopg prepares a statement it ran five times
+        assert re.search(r"select on users failed .*cached plan must not change", output)
+
+    clean.reset()
+    safe = [VIEWS, ONLINE_INDEX, DEFAULT_FOR_NEW_ROWS, NEW_COLUMN_OF_THE_NEW_TYPE, QUEUED]
+    add_history(clean, safe, bounded=True)
+    expect_success(clean, TRAFFIC)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("database", "async_mode"), MYSQL)
+def test_mariadb_changes_that_stall_the_app(clean: Project) -> None:
+    """On MariaDB a plain index is built in place and passes; an ADD COLUMN with a long
+    lock_wait_timeout queues the app behind the long reader; a type change allowed to
+    copy the table stalls it; MODIFY without an ALGORITHM clause is refused before it can.
+    Their twins pass."""
+    add_history(clean, [VIEWS, PLAIN_INDEX, QUEUED, COPIED, REFUSED])
+    passed, output = clean.migration_suite(TRAFFIC)
+    assert not passed, output
+    found = stalls(output)
+    assert set(found) == {"trf004", "trf005", "trf006"}, output
+    waited = r" kept the app's \w+ on users waiting \d+ ms, over the budget of 250 ms"
+    assert re.match(waited + r".*ADD COLUMN.*note.*MIGRATION_LOCK_TIMEOUT", found["trf005"])
+    assert re.match(waited + r".*MODIFY views BIGINT.*change the type in steps", found["trf004"])
+    assert re.match(
+        r" fails to upgrade under traffic: .*1846.*MariaDB would copy the whole table",
+        found["trf006"],
+    )
+
+    clean.reset()
+    add_history(clean, [VIEWS, PLAIN_INDEX, QUEUED, NEW_COLUMN_OF_THE_NEW_TYPE], bounded=True)
+    expect_success(clean, TRAFFIC)

@@ -11,6 +11,7 @@
 - `phases`: expand and contract revisions, and what each may do;
 - `online`: schema changes for revisions that never block the app's writes;
 - `backfill`: fill a column of a large table in committed, resumable batches;
+- `traffic`: how long a new revision keeps the app's requests waiting (the migration suite);
 - `scratch`: throwaway databases for the tests and the bootstrap;
 - `checks`, `snapshots`, `seeds`, `releases`: the migration suite's library
   (tests/test_migrations.py): the walk, its catalog snapshots, the rows it migrates, the

@@ -235,6 +235,9 @@ class WalkedDatabase:
     drift: str | None
     unfilled: dict[str, str] = field(default_factory=dict)  # table -> why it had no rows
     out_of_phase: list[str] = field(default_factory=list)  # db/phases.py
+    # Each revision's tables and their columns after its upgrade (db/traffic.py's canary
+    # names only the columns a table keeps).
+    columns: dict[str, dict[str, set[str]]] = field(default_factory=dict)
 
 
 def walk_history(url: Any) -> WalkedDatabase:
@@ -242,12 +245,15 @@ def walk_history(url: Any) -> WalkedDatabase:
     head (`alembic check`). The database ends at head whenever the history allows."""
     seeder = seeds.Seeder(settings().get("seed_rows_per_table", seeds.ROWS_PER_TABLE))
 
-    out_of_phase = []
+    out_of_phase, columns = [], {}
 
     def walk(connection: Connection) -> tuple[list[str], str | None]:
         walk = Walk(connection, seeder)
         problems = walk.run()
         out_of_phase.extend(phase_problems(walk))  # from the first pass, where it got
+        for revision, snapshot in walk.after.items():
+            shape = seeds.shape(snapshot).items()
+            columns[revision] = {table: {c for c, *_ in found} for table, found in shape}
         if problems:
             return problems, "not compared: the history does not migrate cleanly"
         try:
@@ -262,7 +268,7 @@ def walk_history(url: Any) -> WalkedDatabase:
             command.upgrade(alembic_config(url), "heads")
         except Exception as error:  # the walk has reported the problem already
             problems.append(f"and the database could not be brought to head: {first_line(error)}")
-    return WalkedDatabase(url, problems, drift, seeder.unfilled, out_of_phase)
+    return WalkedDatabase(url, problems, drift, seeder.unfilled, out_of_phase, columns)
 
 
 def phase_problems(walk: Walk) -> list[str]:
@@ -447,6 +453,12 @@ def opt_ins() -> list[str]:
             lines.append(f"{describe(revision)} breaks the rule of its phase: {reason}")
         for reason in copies_allowed(revision):
             lines.append(f"{describe(revision)} lets a statement copy its table: {reason}")
+        stall = getattr(revision.module, "allow_stall", None)
+        if isinstance(stall, dict) and "why" in stall:
+            lines.append(
+                f"{describe(revision)} may keep the app waiting {stall.get('ms')} ms: "
+                f"{stall['why']}"
+            )
     return lines
 
 

@@ -60,8 +60,8 @@ def session_statements(dialect: str) -> list[str]:
             f"SET lock_timeout = '{timeouts.migration_lock_timeout * 1000:.0f}ms'",
             f"SET statement_timeout = '{timeouts.migration_statement_timeout * 1000:.0f}ms'",
         ]
-    if dialect == "mysql":
-        return [f"SET SESSION lock_wait_timeout = {max(1, round(timeouts.migration_lock_timeout))}"]
+    if dialect == "mysql":  # whole seconds; under one, MariaDB does not wait (MySQL: 1 s)
+        return [f"SET SESSION lock_wait_timeout = {int(timeouts.migration_lock_timeout)}"]
     return []
 
 
@@ -88,18 +88,21 @@ IN_PLACE = "SET SESSION alter_algorithm = 'INPLACE'"  # or faster: NOCOPY, INSTA
 COPY_REFUSED = (1845, 1846)  # MariaDB: the operation cannot run with the algorithm asked
 
 
+COPY_ADVICE = (
+    "MariaDB would copy the whole table for this statement, the app's writes waiting "
+    "until the copy is done: change it in steps that run in place (a new column, "
+    "backfill(), then a contract revision; docs: how-to/migrations.md), or, for a table "
+    'small enough, let that statement copy: `with table_copy_allowed("<why>"):` from '
+    "db/online.py"
+)
+
+
 def copy_refused(error: BaseException) -> str | None:
     """What to do when MariaDB refused to alter a table in place; None for other errors."""
     orig = getattr(error, "orig", None)
     if not (orig is not None and getattr(orig, "args", None) and orig.args[0] in COPY_REFUSED):
         return None
-    return (
-        "MariaDB would copy the whole table for this statement, the app's writes waiting "
-        "until the copy is done: change it in steps that run in place (a new column, "
-        "backfill(), then a contract revision; docs: how-to/migrations.md), or, for a table "
-        'small enough, let that statement copy: `with table_copy_allowed("<why>"):` from '
-        "db/online.py"
-    )
+    return COPY_ADVICE
 
 
 def transactional_ddl(connection: Connection) -> None:
@@ -116,10 +119,15 @@ def begin(connection: Connection) -> None:
 
 
 def lock_timed_out(error: DBAPIError) -> bool:
-    """A PostgreSQL statement gave up waiting for a table lock (lock_timeout, 55P03): its
-    revision rolled back whole, so it can simply run again. (MySQL commits DDL statement by
-    statement: a revision that stopped half-way is never run again blindly.)"""
-    return getattr(error.orig, "sqlstate", None) == "55P03"
+    """A statement gave up waiting for a table lock: PostgreSQL's lock_timeout (55P03), whose
+    revision rolled back whole, or MySQL's lock_wait_timeout (1205), whose revision keeps the
+    statements before that one. Either can simply run again: on MySQL/MariaDB every new
+    revision's statements are safe to run again, which the migration suite's crash test
+    proves (`if_not_exists=True`, db/online.py's helpers)."""
+    orig = error.orig
+    return getattr(orig, "sqlstate", None) == "55P03" or (
+        getattr(orig, "args", None) is not None and orig.args[:1] == (1205,)
+    )
 
 
 def retry_on_lock_timeout(run: Callable[[], None]) -> None:

@@ -69,7 +69,7 @@ def create_index_concurrently(
         guard = {"if_not_exists": True} if takes_index_guards(context.dialect) else {}
         op.create_index(name, table, columns, unique=unique, **guard, **options)
         return
-    with context.autocommit_block():
+    with context.autocommit_block(), waiting_allowed():
         if not context.as_sql and op.get_bind().execute(INVALID_INDEX, {"name": name}).first():
             op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
         op.create_index(
@@ -91,8 +91,28 @@ def drop_index_concurrently(name: str, table: str) -> None:
         guard = {"if_exists": True} if takes_index_guards(context.dialect) else {}
         op.drop_index(name, table_name=table, **guard)
         return
-    with context.autocommit_block():
+    with context.autocommit_block(), waiting_allowed():
         op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
+
+
+@contextmanager
+def waiting_allowed() -> Iterator[None]:
+    """PostgreSQL: let the statements inside wait for locks as long as they need (within
+    MIGRATION_STATEMENT_TIMEOUT). Only for those whose wait holds up no request of the app:
+    a concurrent index build or drop and VALIDATE CONSTRAINT take a lock that reads and
+    writes pass (SHARE UPDATE EXCLUSIVE), then wait for the transactions already running,
+    a report's included, which MIGRATION_LOCK_TIMEOUT would otherwise cut short."""
+    context = op.get_context()
+    if context.as_sql or context.dialect.name != "postgresql":
+        yield
+        return
+    bind = op.get_bind()
+    before = bind.exec_driver_sql("SHOW lock_timeout").scalar()
+    bind.exec_driver_sql("SET lock_timeout = 0")
+    try:
+        yield
+    finally:
+        bind.exec_driver_sql(f"SET lock_timeout = '{before}'")
 
 
 def foreign_key_exists(name: str, table: str) -> bool:
@@ -216,7 +236,7 @@ def validate(name: str, table: str) -> None:
     that lets writes through."""
     context = op.get_context()
     quote = context.dialect.identifier_preparer.quote
-    with context.autocommit_block():
+    with context.autocommit_block(), waiting_allowed():
         op.execute(f"ALTER TABLE {quote(table)} VALIDATE CONSTRAINT {quote(name)}")
 
 

@@ -18,6 +18,7 @@ so the walk down finds each table as it was.
 
 import ast
 import datetime as dt
+import functools
 import hashlib
 import json
 import re
@@ -118,6 +119,7 @@ def plain(type_: Any) -> Any:
     return type_.impl_instance if isinstance(type_, sa.TypeDecorator) else type_
 
 
+@functools.cache  # by the type object: the walk and the traffic fill ask for each often
 def low_high(type_: Any) -> tuple[Any, Any] | None:
     """The smallest and largest value a column of this type holds; None for a type the
     generator does not know."""
@@ -204,7 +206,7 @@ def value(column: Column, row: str, serial: int) -> Any:
     if isinstance(type_, sa.Integer | sa.Numeric):
         return type(low)(serial % 100)
     if isinstance(type_, sa.DateTime):
-        moment = dt.datetime(2024, 1, 1) + dt.timedelta(hours=serial)
+        moment = dt.datetime(2024, 1, 1) + dt.timedelta(hours=serial % 100_000)
         return moment.replace(tzinfo=dt.UTC) if type_.timezone else moment
     if isinstance(type_, sa.Date):
         return dt.date(2024, 1, 1) + dt.timedelta(days=serial % 3000)

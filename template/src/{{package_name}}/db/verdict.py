@@ -128,6 +128,12 @@ def deploy_failed(
             "revision and deploy again"
         )
     left = watch.left_applied()
+    if isinstance(error, DBAPIError) and lock_timed_out(error):
+        stayed = f"; what stayed applied ({', '.join(left)}) runs again harmlessly" if left else ""
+        return (
+            f"{what}{stayed}: {where}; deploy again once the app's long transactions on its "
+            "tables are over, or raise MIGRATION_LOCK_TIMEOUT / MIGRATION_LOCK_RETRIES"
+        )
     if not left and found_done(error):
         return (
             f"{what}; that work is in the database already, left by an earlier run of this "
