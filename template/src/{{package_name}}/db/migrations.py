@@ -130,22 +130,53 @@ def lock_timed_out(error: DBAPIError) -> bool:
     )
 
 
-def retry_on_lock_timeout(run: Callable[[], None]) -> None:
+QUICK_TRIES = 10  # MariaDB without a lock wait: tries, 50 ms apart, before each pause
+QUICK_PAUSE = 0.05
+
+
+def without_lock_wait(connection: Connection) -> bool:
+    """MariaDB's lock waits are whole seconds: under one, its statements do not wait at all
+    (`session_statements`), and give up whenever one of the app's statements is running on
+    their table, even one that ends a millisecond later."""
+    return getattr(connection.dialect, "is_mariadb", False) and (
+        settings().migration_lock_timeout < 1
+    )
+
+
+def ran(run: Callable[[], None]) -> bool:
+    """Whether the migrations ran; False when a revision gave up waiting for a table lock."""
+    try:
+        run()
+    except DBAPIError as error:
+        if not lock_timed_out(error):
+            raise
+        return False
+    return True
+
+
+def retry_on_lock_timeout(run: Callable[[], None], connection: Connection) -> None:
     """Run the migrations; when a revision gave up waiting for a table lock, run again from
-    there, up to MIGRATION_LOCK_RETRIES times, 1s, 2s, 4s, ... later."""
+    there, up to MIGRATION_LOCK_RETRIES times, 1s, 2s, 4s, ... later. On MariaDB without a
+    lock wait, each of those is up to QUICK_TRIES tries 50 ms apart: a table the app writes
+    to all the time is free between two statements, and a try that finds it busy holds
+    nothing up."""
     retries = settings().migration_lock_retries
+    tries = QUICK_TRIES if without_lock_wait(connection) else 1
     for attempt in range(retries + 1):
-        try:
-            run()
+        for _ in range(tries - 1):
+            if ran(run):
+                return
+            time.sleep(QUICK_PAUSE)
+        if attempt == retries:
+            run()  # the last try: if it gives up too, its error is the run's
             return
-        except DBAPIError as error:
-            if attempt == retries or not lock_timed_out(error):
-                raise
-            print(
-                "migrations: a revision could not get a table lock in time "
-                f"(MIGRATION_LOCK_TIMEOUT); trying again in {2**attempt}s "
-                f"({attempt + 1} of {retries})",
-                file=sys.stderr,
-                flush=True,
-            )
-            time.sleep(2**attempt)
+        if ran(run):
+            return
+        print(
+            "migrations: a revision could not get a table lock in time "
+            f"(MIGRATION_LOCK_TIMEOUT); trying again in {2**attempt}s "
+            f"({attempt + 1} of {retries})",
+            file=sys.stderr,
+            flush=True,
+        )
+        time.sleep(2**attempt)
