@@ -275,6 +275,52 @@ def untouched(before: frozenset, after: frozenset) -> set[str]:
     return {column for column, *_ in before} - changed
 
 
+def references(connection: Connection, table: Table, limit: int) -> dict[str, list[Any]]:
+    """Keys of up to `limit` rows of each parent table, by the column that references it."""
+    found = {}
+    for column, (parent, remote) in table.parents.items():
+        query = sa.select(sa.column(remote)).select_from(sa.table(parent)).limit(limit)
+        found[column] = [key for (key,) in connection.execute(query)]
+    return found
+
+
+def row(
+    table: Table,
+    parents: dict[str, list[Any]],
+    kind: str,
+    serial: int,
+    columns: set[str] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """A generated row of `kind` (low, high, unicode, ordinary) for the table, its foreign
+    keys taken from `parents` (`references`), only `columns` if given; or no row and why."""
+    values: dict[str, Any] = {}
+    for column in table.columns:
+        if columns is not None and column.name not in columns:
+            continue
+        if column.generated or (table.generated_key and column.name == table.key[0]):
+            continue  # the database fills it
+        if column.name in parents:
+            choices = parents[column.name]
+            if (kind == "low" and column.nullable) or not choices:
+                if not column.nullable:
+                    return {}, f"its column {column.name} references an empty table"
+                values[column.name] = None
+            else:
+                values[column.name] = choices[serial % len(choices)]
+            continue
+        if kind == "low" and column.defaulted and column.name not in table.key:
+            continue  # the server default fills it
+        try:
+            values[column.name] = value(column, kind, serial)
+        except Unknown as unknown:
+            if column.nullable:
+                values[column.name] = None
+            elif not column.defaulted:
+                why = f"the generator has no values for its NOT NULL {unknown} column"
+                return {}, f"{why} {column.name}"
+    return values, ""
+
+
 @dataclass
 class Batch:
     """The rows seeded into one table before one revision, to delete after its downgrade."""
@@ -349,38 +395,15 @@ class Seeder:
 
     def generate(self, connection: Connection, table: Table) -> tuple[list[dict[str, Any]], str]:
         """A batch of rows for the table as it is now, or none and why."""
-        references = {}
-        for column, (parent, remote) in table.parents.items():
-            query = sa.select(sa.column(remote)).select_from(sa.table(parent)).limit(20)
-            references[column] = [row[0] for row in connection.execute(query)]
+        parents = references(connection, table, 20)
         rows = []
         kinds = ["low", "high", "unicode"] + ["ordinary"] * ORDINARY
         for kind in kinds[: self.limit - self.seeded.get(table.name, 0)]:
             self.serial += 1
-            row = {}
-            for column in table.columns:
-                if column.generated or (table.generated_key and column.name == table.key[0]):
-                    continue  # the database fills it
-                if column.name in references:
-                    choices = references[column.name]
-                    if (kind == "low" and column.nullable) or not choices:
-                        if not column.nullable:
-                            return [], f"its column {column.name} references an empty table"
-                        row[column.name] = None
-                    else:
-                        row[column.name] = choices[self.serial % len(choices)]
-                    continue
-                if kind == "low" and column.defaulted and column.name not in table.key:
-                    continue  # the server default fills it
-                try:
-                    row[column.name] = value(column, kind, self.serial)
-                except Unknown as unknown:
-                    if column.nullable:
-                        row[column.name] = None
-                    elif not column.defaulted:
-                        why = f"the generator has no values for its NOT NULL {unknown} column"
-                        return [], f"{why} {column.name}"
-            rows.append(row)
+            generated, why = row(table, parents, kind, self.serial)
+            if why:
+                return [], why
+            rows.append(generated)
         return rows, ""
 
     def insert(

@@ -147,27 +147,12 @@ def canary_requests(connection: Connection, name: str, columns: set[str]) -> lis
             sa.select(*(core.c[k] for k in table.key)).limit(100) if table.key else sa.select(1)
         )
     ]
-    parents = {
-        column: [
-            row[0]
-            for row in connection.execute(
-                sa.select(sa.column(remote)).select_from(sa.table(parent)).limit(20)
-            )
-        ]
-        for column, (parent, remote) in table.parents.items()
-    }
+    parents = seeds.references(connection, table, 20)
 
     def insert(connection: Connection) -> None:
-        number = next(SERIALS)
-        row = {}
-        for column in kept:
-            if column.generated or (table.generated_key and column.name == table.key[0]):
-                continue
-            if column.name in parents:
-                choices = parents[column.name]
-                row[column.name] = choices[number % len(choices)] if choices else None
-            elif not column.nullable or not column.defaulted:  # else the default fills it
-                row[column.name] = seeds.value(column, "ordinary", number)
+        row, why = seeds.row(table, parents, "ordinary", next(SERIALS), columns)
+        if why:
+            raise ValueError(why)
         connection.execute(core.insert(), row)
 
     found: list[Request] = [Request(name, "insert", insert)]
@@ -331,30 +316,15 @@ def fill(connection: Connection, names: set[str], rows: int) -> dict[str, str]:
 def fill_table(connection: Connection, table: seeds.Table, held: int, wanted: int) -> str:
     """Insert ordinary generated rows (db/seeds.py's values), numbered on from the `held`
     rows the fills before gave it, up to `wanted`; why not, if it cannot."""
-    references = {}
-    for column, (parent, remote) in table.parents.items():
-        query = sa.select(sa.column(remote)).select_from(sa.table(parent)).limit(1000)
-        references[column] = [row[0] for row in connection.execute(query)]
+    parents = seeds.references(connection, table, 1000)
     core = table.core()
     for first in range(held, wanted, CHUNK):
         batch = []
         for serial in range(first + 1, min(wanted, first + CHUNK) + 1):
-            row = {}
-            for column in table.columns:
-                if column.generated or (table.generated_key and column.name == table.key[0]):
-                    continue
-                if column.name in references:
-                    choices = references[column.name]
-                    if not choices and not column.nullable:
-                        return f"its column {column.name} references an empty table"
-                    row[column.name] = choices[serial % len(choices)] if choices else None
-                    continue
-                try:
-                    row[column.name] = seeds.value(column, "ordinary", serial)
-                except seeds.Unknown as unknown:
-                    if not column.nullable and not column.defaulted:
-                        return f"the generator has no values for its {unknown} column {column.name}"
-            batch.append(row)
+            generated, why = seeds.row(table, parents, "ordinary", serial)
+            if why:
+                return why
+            batch.append(generated)
         try:
             connection.execute(core.insert(), batch)
         except sa.exc.DBAPIError as error:
@@ -536,10 +506,10 @@ def measure(
     ):
         try:
             run_with_connection(url, request.run)  # rolled back: a rehearsal
-        except sa.exc.DBAPIError as error:
+        except (sa.exc.DBAPIError, ValueError) as error:
             notes.append(
                 f"the canary cannot {request.kind} on {request.table} "
-                f"({seeds.short(first_line(error.orig))}): not measured"
+                f"({seeds.short(first_line(getattr(error, 'orig', error)))}): not measured"
             )
             continue
         found.append(request)
@@ -594,12 +564,12 @@ def judge(measured: Measured, allowed: Budget, options: Options) -> list[str]:
     """The problems of one measured revision: it failed, a request failed, or the slowest
     request while it ran took longer than its budget."""
     from .checks import describe
-    from .migrations import COPY_ADVICE, settings
+    from .migrations import COPY_ADVICE, COPY_REFUSED, settings
 
     name, run = describe(measured.revision), measured.run
     if run.returncode != 0:
         last = error_line(run.stderr)
-        refused = re.search(r"\b184[56]\b", last)  # MariaDB's copy refusal: what to do
+        refused = any(f"({code}," in last for code in COPY_REFUSED)  # MariaDB's refusal
         return [
             f"{name} fails to upgrade under traffic: {last}"
             + (f". {COPY_ADVICE}" if refused else "")
