@@ -609,9 +609,10 @@ def test_a_table_the_app_writes_to_all_the_time_still_gets_its_change(
     project_for: Callable[..., Project], database: str, async_mode: bool
 ) -> None:
     """Under a second, MariaDB's statements do not wait for a lock at all: with the app
-    inserting into a table without pause, each ALTER finds it busy about half the time.
-    A revision of twelve of them still gets through, in quick tries between the app's
-    statements; with only the 1 s, 2 s, ... retries it ran out of them."""
+    inserting into a table without pause, an ALTER often finds it busy. A revision of
+    twelve of them still gets through: quick tries first, then statements that wait 1 s
+    (for the inserts running then, not for 1 s); with only tries that do not wait it ran
+    out of retries. The writers are never stopped."""
     project = project_for(database, async_mode)
     project.log_revisions(1, slow="0")
     assert project.alembic("upgrade", "head").returncode == 0

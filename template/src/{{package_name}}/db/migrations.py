@@ -132,6 +132,7 @@ def lock_timed_out(error: DBAPIError) -> bool:
 
 QUICK_TRIES = 10  # MariaDB without a lock wait: tries, 50 ms apart, before each pause
 QUICK_PAUSE = 0.05
+WAIT_FROM_ROUND = 3  # MariaDB without a lock wait: from this round on, wait 1 s after all
 
 
 def without_lock_wait(connection: Connection) -> bool:
@@ -156,13 +157,21 @@ def ran(run: Callable[[], None]) -> bool:
 
 def retry_on_lock_timeout(run: Callable[[], None], connection: Connection) -> None:
     """Run the migrations; when a revision gave up waiting for a table lock, run again from
-    there, up to MIGRATION_LOCK_RETRIES times, 1s, 2s, 4s, ... later. On MariaDB without a
-    lock wait, each of those is up to QUICK_TRIES tries 50 ms apart: a table the app writes
-    to all the time is free between two statements, and a try that finds it busy holds
-    nothing up."""
+    there, up to MIGRATION_LOCK_RETRIES times, 1s, 2s, 4s, ... later.
+
+    On MariaDB without a lock wait, each round is up to QUICK_TRIES tries 50 ms apart,
+    which hold nothing up: a table the app writes to now and then is free between two of
+    its statements. A table the app writes to without pause may never be, so from round
+    WAIT_FROM_ROUND on (some 8 s after the first) the statements wait 1 s, MariaDB's least:
+    they get the lock as soon as the app's statements running then are done, and the app
+    waits behind them only if a long transaction holds the table."""
     retries = settings().migration_lock_retries
-    tries = QUICK_TRIES if without_lock_wait(connection) else 1
+    quick = without_lock_wait(connection)
     for attempt in range(retries + 1):
+        if quick and attempt == WAIT_FROM_ROUND:
+            with autocommit(connection):
+                connection.exec_driver_sql("SET SESSION lock_wait_timeout = 1")
+        tries = QUICK_TRIES if quick and attempt < WAIT_FROM_ROUND else 1
         for _ in range(tries - 1):
             if ran(run):
                 return
