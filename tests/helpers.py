@@ -39,7 +39,13 @@ def answer_args(**overrides: object) -> list[str]:
 # sandboxes do) makes every process of a fresh project compile SQLAlchemy, Alembic and the
 # rest from source again (2.1 s instead of 0.65 s for `db --help`), which users' machines
 # do not: the project's commands run as they do for users.
-NOT_FOR_PROJECTS = ("VIRTUAL_ENV", "TEST_DATABASE_URL", "PYTHONDONTWRITEBYTECODE")
+NOT_FOR_PROJECTS = (
+    "VIRTUAL_ENV",
+    "TEST_DATABASE_URL",
+    "PYTHONDONTWRITEBYTECODE",
+    "MIGRATIONS_DATABASE_URL",
+    "DATABASE_POOLER",
+)
 
 
 def project_env(**extra: str) -> dict[str, str]:

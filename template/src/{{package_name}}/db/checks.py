@@ -9,7 +9,6 @@ database inside each step's transaction.
 
 import ast
 import json
-import os
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from . import ROOT, phases, seeds, snapshots
 from .connection import Target, run_with_connection
 from .lock import autocommit, lock_for
 from .migrations import copy_refused
+from .scratch import environment_for
 
 PACKAGE = __package__.rsplit(".", 1)[0]
 
@@ -537,7 +537,7 @@ MOST_CRASH_POINTS = 25  # per revision; a longer one is crashed at evenly spread
 def migrate_in_a_process(
     url: URL, revision: str, crash_before: int = 0
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)}
+    env = environment_for(url)
     return subprocess.run(
         [sys.executable, "-c", CRASHING_MIGRATOR, revision, str(crash_before), PACKAGE],
         capture_output=True,

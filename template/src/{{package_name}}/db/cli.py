@@ -7,9 +7,11 @@
     uv run db deploy --phase contract   rollout), then the rest (after it): db/phases.py
     uv run db backup [--keep N]         a private, timestamped backup; its path is printed last
     uv run db restore FILE [--yes]      make the database hold what a backup holds, or fail whole
+    uv run db roles [--apply]           least-privilege roles: print their SQL, or run it
     uv run db bootstrap                 finish a fresh project (what `copier copy` ran)
 
-Each reads DATABASE_URL (environment or .env) through the project's settings. A failure is
+Each reads MIGRATIONS_DATABASE_URL, or else DATABASE_URL (environment or .env), through the
+project's settings. A failure is
 one line on stderr, `db <command>: <what happened and what to do>`, never a traceback.
 """
 
@@ -18,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -44,7 +47,7 @@ DONE, FAILED = 0, 1  # the other commands; db deploy also exits 2 when it cannot
 
 app = typer.Typer(
     name="db",
-    help="The project's database: check, deploy, back up, restore, bootstrap.",
+    help="The project's database: check, deploy, back up, restore, roles, bootstrap.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -83,7 +86,7 @@ def alembic_config() -> Config:
 
 def database_url(name: str) -> URL:
     try:
-        return get_settings().sqlalchemy_url
+        return get_settings().migrations_url
     except SettingsError as error:
         raise fail(name, str(error)) from None
 
@@ -366,6 +369,63 @@ def restore(
     except backups.BackupError as error:
         raise fail("restore", str(error)) from None
     print(f"restored {path.name} into {target}: the database is at revision {revision}")
+
+
+# ---------------------------------------------------------------- db roles
+
+
+@app.command()
+def roles(
+    apply: Annotated[
+        bool, typer.Option("--apply", help="run it as the URL's user, an administrator")
+    ] = False,
+    owner: Annotated[str | None, typer.Option(help="default: <database>_owner")] = None,
+    migrator: Annotated[str | None, typer.Option(help="default: <database>_migrator")] = None,
+    app_role: Annotated[str | None, typer.Option("--app", help="default: <database>_app")] = None,
+    statement_timeout: Annotated[
+        str, typer.Option(help="how long the app's statements may run")
+    ] = "30s",
+    idle_timeout: Annotated[
+        str, typer.Option(help="how long the app may sit idle in a transaction (PostgreSQL)")
+    ] = "60s",
+) -> None:
+    """Least-privilege roles: an owner of the schema, a migrator, an app that may only read
+    and write rows (docs: how-to/topology.md).
+
+    Prints the SQL for the database that MIGRATIONS_DATABASE_URL (or DATABASE_URL) names,
+    with placeholders for the passwords; --apply runs it as that URL's user, an
+    administrator, with the passwords from DB_MIGRATOR_PASSWORD and DB_APP_PASSWORD
+    (environment or .env). Safe to run again."""
+    from ..core.config import seconds
+    from . import roles as setup
+
+    url = database_url("roles")
+    try:
+        named = setup.Roles.named_after(
+            url.database or "",
+            statement_timeout=seconds(statement_timeout),
+            idle_timeout=seconds(idle_timeout),
+        )
+        named = replace(
+            named,
+            owner=owner or named.owner,
+            migrator=migrator or named.migrator,
+            app=app_role or named.app,
+        )
+        if not apply:
+            print(setup.script(named, url), end="")
+            return
+        for line in setup.apply(named, url):
+            say("roles", line)
+    except (setup.RolesError, ValueError) as error:
+        raise fail("roles", str(error)) from None
+    except SQLAlchemyError as error:
+        raise fail("roles", f"{where(url)} refused: {first_line(error)}") from None
+    say(
+        "roles",
+        f"set up on {where(url)}: point MIGRATIONS_DATABASE_URL at the migrator and "
+        "DATABASE_URL at the app",
+    )
 
 
 # ---------------------------------------------------------------- db bootstrap

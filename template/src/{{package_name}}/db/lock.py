@@ -10,6 +10,12 @@ the server is done with the statement. By the connection's dialect:
 - SQLite: an exclusive transaction on a lock file next to the database (`<db>-lock`),
   which the operating system frees when the process ends, however it ends.
 
+The lock needs a session of its own on the server: through a connection pooler (PgBouncer in
+transaction mode, say) the next statement may run on another server connection, and the lock
+would be held by nobody's session, or never freed. A connection whose server process is not
+the one the driver was told of when it connected goes through a pooler: it is refused, with
+one line saying to point MIGRATIONS_DATABASE_URL straight at the server.
+
 A waiting migrator says so on stderr and waits up to MIGRATION_LOCK_WAIT seconds. While it
 waits it reads the database's revision: once another migrator has brought the database
 where this one goes (head, say), it stops waiting and does nothing. The lock is re-entrant
@@ -24,6 +30,7 @@ import time
 from collections.abc import Iterator, Set
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
@@ -42,6 +49,10 @@ _held = threading.local()  # what this thread holds the lock on
 
 class LockNotAcquired(CommandError):
     """Another migrator kept the lock for all of MIGRATION_LOCK_WAIT: nothing was done."""
+
+
+class ThroughPooler(CommandError):
+    """The migration connection goes through a connection pooler: nothing was done."""
 
 
 def say(message: str) -> None:
@@ -80,6 +91,7 @@ class MigrationLock:
         if key in held:
             return True  # this thread holds it already
         with autocommit(self.connection):
+            self.refuse_a_pooler()
             if not self.try_lock(waiting=False) and not self.wait(destination):
                 return False
         held.add(key)
@@ -124,12 +136,29 @@ class MigrationLock:
         say(f"got the lock after {time.monotonic() - start:.1f}s")
         return True
 
+    def refuse_a_pooler(self) -> None:
+        """Refuse a connection through a pooler, where the lock would not hold (above)."""
+        if self.SESSION_ID is None:
+            return
+        told = handshake_id(self.connection.connection.driver_connection)
+        actual = self.connection.exec_driver_sql(self.SESSION_ID).scalar()
+        if told is not None and told != actual:
+            raise ThroughPooler(
+                f"migration lock: {self.where()} goes through a connection pooler, where the "
+                "migration lock and the migration session's timeouts do not hold: point "
+                "MIGRATIONS_DATABASE_URL straight at the database server (docs: "
+                "how-to/topology.md)"
+            )
+
     def revisions(self) -> set[str]:
         """The revisions in the database's version table, as another migrator left them."""
         return set(MigrationContext.configure(self.connection).get_current_heads())
 
     def where(self) -> str:
         return self.database.render_as_string(hide_password=True)
+
+    # The query for the server's id of this session, which a pooler's client never learns.
+    SESSION_ID: str | None = None
 
     def try_lock(self, waiting: bool) -> bool:
         raise NotImplementedError
@@ -139,6 +168,8 @@ class MigrationLock:
 
 
 class PostgreSQLLock(MigrationLock):
+    SESSION_ID = "SELECT pg_backend_pid()"
+
     def try_lock(self, waiting: bool) -> bool:
         if waiting:
             time.sleep(POLL_SECONDS)
@@ -150,6 +181,8 @@ class PostgreSQLLock(MigrationLock):
 
 
 class MySQLLock(MigrationLock):
+    SESSION_ID = "SELECT CONNECTION_ID()"
+
     @property
     def name(self) -> str:
         database = (self.database.database or "").encode()
@@ -201,6 +234,17 @@ class NoLock(MigrationLock):
 
     def unlock(self) -> None:
         pass
+
+
+def handshake_id(driver_connection: Any) -> int | None:
+    """The server process (PostgreSQL) or thread (MySQL) that the driver was told of when
+    it connected: psycopg, asyncpg, PyMySQL and aiomysql each keep it."""
+    if hasattr(driver_connection, "get_server_pid"):  # asyncpg
+        return driver_connection.get_server_pid()
+    if hasattr(driver_connection, "thread_id"):  # PyMySQL, aiomysql
+        return driver_connection.thread_id()
+    info = getattr(driver_connection, "info", None)  # psycopg
+    return getattr(info, "backend_pid", None)
 
 
 def lock_for(connection: Connection) -> MigrationLock:

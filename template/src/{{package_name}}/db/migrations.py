@@ -32,7 +32,7 @@ def settings() -> Settings:
 
 
 def database_url() -> URL:
-    return settings().sqlalchemy_url
+    return settings().migrations_url
 
 
 def destination(config: Config) -> set[str] | None:

@@ -15,7 +15,6 @@ level, `phase = "contract"`: then it runs once no release older than it is servi
 """
 
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -30,6 +29,7 @@ from sqlalchemy.engine import URL
 
 from . import ROOT, phases, seeds
 from .checks import alembic_config, new_revisions
+from .scratch import environment_for
 
 # The smoke test, run with the code under test first on sys.path: every table model, parents
 # first, inserted with generated values, read back by key, updated, then deleted, all in one
@@ -242,7 +242,7 @@ def smoke(source: Path, url: URL) -> list[Smoke]:
             capture_output=True,
             text=True,
             cwd=empty,
-            env={**os.environ, "DATABASE_URL": address},
+            env=environment_for(url),
         )
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or ["no output"]

@@ -49,7 +49,7 @@ def first_line(error: BaseException) -> str:
 
 def database_url() -> URL:
     try:
-        return get_settings().sqlalchemy_url
+        return get_settings().migrations_url
     except SettingsError as error:
         raise CannotTell(str(error)) from None
 

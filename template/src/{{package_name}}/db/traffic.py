@@ -24,7 +24,6 @@ Settings: `[tool.migration-safety]` in pyproject.toml.
 import asyncio
 import itertools
 import json
-import os
 import re
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from ..core.config import Settings
 from . import ROOT, seeds
 from .connection import run_with_connection
 from .engine import create_db_engine
+from .scratch import environment_for
 
 ROWS = 1_000_000  # traffic_rows: per table the revision names
 BUDGET_MS = 250  # traffic_budget_ms: the slowest canary request allowed
@@ -444,7 +444,7 @@ def migrate(url: URL, revision: Script, running: Canary, hold: float) -> tuple[R
     runs; the long reader lets go `hold` seconds after the migrator's first statement."""
     from .checks import PACKAGE
 
-    env = {**os.environ, "DATABASE_URL": url_text(url)}
+    env = environment_for(url)
     process = subprocess.Popen(
         [sys.executable, "-c", TIMED_MIGRATOR, revision.revision, PACKAGE, MARK],
         stdout=subprocess.PIPE,

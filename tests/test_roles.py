@@ -1,0 +1,188 @@
+"""`db roles`: least-privilege roles on PostgreSQL and MariaDB. The migrator keeps
+migrating (and backing up), the app keeps reading and writing rows of every table, a later
+revision's included, and may not change the schema."""
+
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import pytest
+import sqlalchemy as sa
+
+from databases import SERVERS, scratch_database, sql
+from helpers import project_env, run
+from projects import combinations, reset
+
+pytestmark = pytest.mark.slow
+
+# Passwords with what breaks quoting: quotes, a backslash, %, a colon.
+PASSWORDS = {"migrator": "mig'ra%tor:\\1", "app": 'a"p%p:2'}
+NOTES = '''"""notes: a table added after the roles"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "notes01"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "notes",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("body", sa.String(200), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("notes")
+'''
+# What each server says when the app may not change the schema.
+DENIED = {
+    "postgresql": ("must be owner of table", "permission denied for schema public"),
+    "mysql": ("command denied to user",),
+}
+
+
+def as_user(admin_url: str, user: str, password: str) -> str:
+    parts = urlsplit(admin_url)
+    netloc = f"{user}:{quote(password, safe='')}@{parts.hostname}:{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+def drop_roles(database: str, name: str) -> None:
+    """After the database is gone: its roles (PostgreSQL's are the server's, not its)."""
+    if database == "postgresql":
+        sql(
+            SERVERS[database],
+            *(f"DROP ROLE IF EXISTS {name}_{r}" for r in ("app", "migrator", "owner")),
+        )
+    else:
+        sql(
+            SERVERS[database],
+            *(f"DROP USER IF EXISTS '{name}_{r}'@'%'" for r in ("app", "migrator")),
+        )
+
+
+@pytest.mark.parametrize(
+    ("database", "async_mode"),
+    combinations(("postgresql", False), ("postgresql", True), ("mysql", False), ("mysql", True)),
+)
+def test_the_app_role_reads_and_writes_rows_and_nothing_more(
+    shared: Callable[[str, bool], Path], tmp_path: Path, database: str, async_mode: bool
+) -> None:
+    """Tables made before the roles (as the administrator) and after them (by the migrator)
+    both: the app inserts, reads, updates and deletes rows, and DROP, ALTER and CREATE
+    TABLE fail; its timeouts are the role's. The passwords are never printed."""
+    project = shared(database, async_mode)
+    with ExitStack() as stack:
+        stack.callback(reset, project)
+        names = []  # the roles go once the database (and what it grants them) has gone
+        stack.callback(lambda: names and drop_roles(database, names[0]))
+        admin = stack.enter_context(scratch_database(database, tmp_path))
+        name = urlsplit(admin).path.lstrip("/")
+        names.append(name)
+        run(["uv", "run", "alembic", "upgrade", "head"], project, project_env(DATABASE_URL=admin))
+        secrets = {
+            "DB_MIGRATOR_PASSWORD": PASSWORDS["migrator"],
+            "DB_APP_PASSWORD": PASSWORDS["app"],
+        }
+
+        printed = run(["uv", "run", "db", "roles"], project, project_env(DATABASE_URL=admin))
+        unset = run(
+            ["uv", "run", "db", "roles", "--apply"],
+            project,
+            project_env(DATABASE_URL=admin),
+            check=False,
+        )
+        applied = run(
+            ["uv", "run", "db", "roles", "--apply"],
+            project,
+            project_env(DATABASE_URL=admin, **secrets),
+        )
+        again = run(  # safe to run again
+            ["uv", "run", "db", "roles", "--apply"],
+            project,
+            project_env(DATABASE_URL=admin, **secrets),
+        )
+
+        migrator = as_user(admin, f"{name}_migrator", PASSWORDS["migrator"])
+        app = as_user(admin, f"{name}_app", PASSWORDS["app"])
+        (project / "migrations" / "versions" / "2099_01_01_0000-notes01_test.py").write_text(
+            NOTES.format(down=head(project, admin))
+        )
+        deployed = run(
+            ["uv", "run", "db", "deploy"],
+            project,
+            project_env(DATABASE_URL=app, MIGRATIONS_DATABASE_URL=migrator),
+            check=False,
+        )
+        assert deployed.returncode == 0, deployed.stderr
+
+        crud = sql(
+            app,
+            "INSERT INTO users (email, created_at) VALUES ('a@example.com', CURRENT_TIMESTAMP)",
+            "UPDATE users SET full_name = 'A' WHERE email = 'a@example.com'",
+            "INSERT INTO notes (body) VALUES ('written by the app')",
+            "UPDATE notes SET body = 'changed by the app'",
+            "SELECT (SELECT full_name FROM users), (SELECT body FROM notes)",
+            "DELETE FROM notes",
+            "DELETE FROM users",
+        )
+        refused = {}
+        for statement in (
+            "DROP TABLE notes",
+            "DROP TABLE users",
+            "ALTER TABLE users ADD COLUMN extra INTEGER",
+            "ALTER TABLE notes ADD COLUMN extra INTEGER",
+            "CREATE TABLE intruder (id INTEGER)",
+        ):
+            try:
+                sql(app, statement)
+            except sa.exc.DBAPIError as error:
+                refused[statement] = str(error.orig)
+        if database == "postgresql":
+            timeouts = sql(
+                app, "SHOW statement_timeout", "SHOW idle_in_transaction_session_timeout"
+            )
+            owners = sql(
+                admin, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"
+            )
+        else:
+            timeouts = sql(app, "SELECT @@max_statement_time")
+            owners = [[["-"]]]
+
+    assert unset.returncode == 1 and unset.stderr.count("\n") == 1, unset.stderr
+    assert "set DB_MIGRATOR_PASSWORD and DB_APP_PASSWORD" in unset.stderr
+    output = printed.stdout + printed.stderr + applied.stdout + applied.stderr + again.stderr
+    for password in PASSWORDS.values():
+        assert password not in output
+    assert f"{name}_migrator" in printed.stdout and f"{name}_app" in printed.stdout
+    assert "roles: set up on" in applied.stderr and "roles: set up on" in again.stderr
+    assert crud[4] == [["A", "changed by the app"]]
+    assert len(refused) == 5, refused
+    for statement, message in refused.items():
+        assert any(m in message for m in DENIED[database]), (statement, message)
+    if database == "postgresql":
+        assert timeouts == [[["30s"]], [["1min"]]]
+        assert owners == [[[f"{name}_owner"]]]
+    else:
+        assert float(timeouts[0][0][0]) == 30
+
+
+def head(project: Path, url: str) -> str:
+    return sql(url, "SELECT version_num FROM alembic_version")[0][0][0]
+
+
+@pytest.mark.parametrize(("database", "async_mode"), combinations(("sqlite", False)))
+def test_roles_on_sqlite_is_a_one_line_error(
+    shared: Callable[[str, bool], Path], database: str, async_mode: bool
+) -> None:
+    """SQLite has no roles: one line says so."""
+    project = shared(database, async_mode)
+    done = run(["uv", "run", "db", "roles"], project, check=False)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "has no roles" in done.stderr
