@@ -27,10 +27,9 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 
 from . import ROOT, phases, seeds, snapshots
-from .connection import Target, run_with_connection
+from .connection import Target, environment_for, run_with_connection
 from .lock import autocommit, lock_for
 from .migrations import copy_refused
-from .scratch import environment_for
 
 PACKAGE = __package__.rsplit(".", 1)[0]
 

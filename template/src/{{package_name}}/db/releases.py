@@ -29,7 +29,7 @@ from sqlalchemy.engine import URL
 
 from . import ROOT, phases, seeds
 from .checks import alembic_config, new_revisions
-from .scratch import environment_for
+from .connection import environment_for
 
 # The smoke test, run with the code under test first on sys.path: every table model, parents
 # first, inserted with generated values, read back by key, updated, then deleted, all in one

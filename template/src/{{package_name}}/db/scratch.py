@@ -1,6 +1,5 @@
 """Throwaway databases for the tests and for proving migrations; never the configured one."""
 
-import os
 import secrets
 import tempfile
 from collections.abc import Iterator
@@ -69,11 +68,3 @@ def configured_test_server() -> URL | None:
     if DATABASE == "sqlite" or raw is None:
         return None
     return to_driver_url(raw.get_secret_value())
-
-
-def environment_for(url: URL) -> dict[str, str]:
-    """The environment for a subprocess that runs the project's code on `url`: both
-    DATABASE_URL and MIGRATIONS_DATABASE_URL name it, whatever the environment or `.env`
-    say, so that neither the app's code nor its migrations reach the configured database."""
-    address = url.render_as_string(hide_password=False)
-    return {**os.environ, "DATABASE_URL": address, "MIGRATIONS_DATABASE_URL": address}

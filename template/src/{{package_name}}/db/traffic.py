@@ -44,9 +44,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..core.config import Settings
 from . import ROOT, seeds
-from .connection import run_with_connection
+from .connection import environment_for, run_with_connection
 from .engine import create_db_engine
-from .scratch import environment_for
 
 ROWS = 1_000_000  # traffic_rows: per table the revision names
 BUDGET_MS = 250  # traffic_budget_ms: the slowest canary request allowed
