@@ -180,7 +180,11 @@ def serving(project: Path, env: dict[str, str]) -> Iterator[str]:
         yield base
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a graceful shutdown that hangs is not the test's
+            server.kill()
+            server.wait()
 
 
 @pytest.mark.parametrize(("database", "async_mode"), SYNC_AND_ASYNC)
