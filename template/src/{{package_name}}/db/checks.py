@@ -489,26 +489,33 @@ def offline_sql(revision: Script) -> str:
 # ---------------------------------------------------------------- crashes
 
 # A migrator in a process of its own, run by `crash_convergence`: `alembic upgrade <revision>`
-# through migrations/env.py, as production runs it (the lock, the session's settings). It
-# counts the revision's statements, from Alembic's "Running upgrade ... -> <revision>" line to
-# the one that records the revision in alembic_version, and prints how many; told a number,
-# it dies before that statement, as SIGKILL would: no rollback, no cleanup, the lock left for
-# the server to free.
+# or `alembic downgrade <its parent>` through migrations/env.py, as production runs them (the
+# lock, the session's settings). It counts the revision's statements, from Alembic's "Running
+# upgrade ... -> <revision>" (or "Running downgrade <revision> -> ...") line to the one that
+# records the step in alembic_version, and prints how many; told a number, it dies before that
+# statement, as SIGKILL would: no rollback, no cleanup, the lock left for the server to free.
 CRASHING_MIGRATOR = """
 import importlib, logging, os, sys
 from alembic import command
 from sqlalchemy import Engine, event
 
-revision, crash_before, package = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+revision, target, crash_before, package = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 checks = importlib.import_module(package + ".db.checks")
+upgrading = target == revision
 seen = {"running": False, "statements": 0}
 
 
 class RevisionStarts(logging.Handler):
     def emit(self, record):
         text = record.getMessage()
-        if text.startswith("Running upgrade") and f"-> {revision}," in text:
+        if upgrading:
+            starts = text.startswith("Running upgrade") and f"-> {revision}," in text
+        else:
+            starts = text.startswith(f"Running downgrade {revision} -> ")
+        if starts:
             seen["running"] = True
+            if not crash_before:  # counting: the last try's (a lock timeout runs it again)
+                seen["statements"] = 0
 
 
 log = logging.getLogger("alembic.runtime.migration")
@@ -526,19 +533,21 @@ def count(connection, cursor, statement, *args):
             seen["running"] = False
 
 
-command.upgrade(checks.alembic_config(), revision)
+migrate = command.upgrade if upgrading else command.downgrade
+migrate(checks.alembic_config(), target)
 print(seen["statements"])
 """
 CRASHED = 137
-MOST_CRASH_POINTS = 25  # per revision; a longer one is crashed at evenly spread statements
+MOST_CRASH_POINTS = 25  # per revision and direction; more statements: evenly spread ones
 
 
 def migrate_in_a_process(
-    url: URL, revision: str, crash_before: int = 0
+    url: URL, revision: str, target: str, crash_before: int = 0
 ) -> subprocess.CompletedProcess:
+    """Upgrade to `revision`, or downgrade from it to `target`, in a migrator of its own."""
     env = environment_for(url)
     return subprocess.run(
-        [sys.executable, "-c", CRASHING_MIGRATOR, revision, str(crash_before), PACKAGE],
+        [sys.executable, "-c", CRASHING_MIGRATOR, revision, target, str(crash_before), PACKAGE],
         capture_output=True,
         text=True,
         env=env,
@@ -583,39 +592,67 @@ def leftovers(connection: Connection) -> list[str]:
 
 
 def crash_convergence(url: URL, revision: Script) -> list[str]:
-    """Kill the migrator before each statement of `revision`, deploy again, and compare with
-    a clean run: same schema, the lock free, nothing left behind. Each round starts from the
-    revision's parent, reached by its downgrade (which the walk proves). Problems found."""
+    """Kill the migrator before each statement of `revision`'s upgrade, deploy again, and
+    compare with a clean run: same schema, the lock free, nothing left behind. Then the same
+    for its downgrade, which a rollback runs, and which also runs again when it gave up
+    waiting for a lock (MIGRATION_LOCK_RETRIES). Each round starts from the revision's parent
+    (upgrade) or from the revision (downgrade), reached in this process. Problems found."""
     parent = revision.down_revision if isinstance(revision.down_revision, str) else "base"
     command.upgrade(alembic_config(url), parent)
-    clean = migrate_in_a_process(url, revision.revision)
-    if clean.returncode != 0:
-        return [f"{describe(revision)} fails to upgrade: {clean.stderr.strip()[-500:]}"]
-    count = int(clean.stdout.split()[-1])
-    expected = run_with_connection(url, snapshots.take)
-    for point in crash_points(count):
+    at_parent = run_with_connection(url, snapshots.take)
+    counts = {}
+    for target, step in ((revision.revision, "upgrade"), (parent, "downgrade")):
+        clean = migrate_in_a_process(url, revision.revision, target)
+        if clean.returncode != 0:
+            return [f"{describe(revision)} fails to {step}: {clean.stderr.strip()[-500:]}"]
+        counts[target] = int(clean.stdout.split()[-1])
+        if step == "upgrade":
+            at_revision = run_with_connection(url, snapshots.take)
+    for point in crash_points(counts[revision.revision]):
+        if problem := crash_once(url, revision, revision.revision, point, counts, at_revision):
+            return [problem]
         command.downgrade(alembic_config(url), parent)
-        crashed = migrate_in_a_process(url, revision.revision, crash_before=point)
-        where = f"killed before statement {point} of {count}"
-        if crashed.returncode != CRASHED:
-            return [f"{describe(revision)}: the migrator was not {where}: {crashed.stderr[-300:]}"]
-        try:
-            command.upgrade(alembic_config(url), revision.revision)
-        except Exception as error:
-            return [
-                f"{describe(revision)} does not converge after a crash: {where}, deploying "
-                f"again fails: {first_line(error)}. What ran before the crash stayed applied "
-                "(a statement in an autocommit block, or MySQL's DDL): make it safe to run "
-                "again (if_not_exists=True, db/online.py's helpers) or move it to a revision "
-                "of its own"
-            ]
-        found = run_with_connection(url, snapshots.take)
-        if found != expected:
-            return [
-                f"{describe(revision)} does not converge after a crash: {where}, deploying "
-                f"again leaves another schema than a clean run, "
-                f"{snapshots.difference(expected, found)}"
-            ]
-        if left := run_with_connection(url, leftovers):
-            return [f"{describe(revision)}: {where}, deploying again leaves {', '.join(left)}"]
+    # Killed before its first statement, a downgrade has changed nothing, and the upgrade's
+    # first round has shown that a killed session leaves nothing behind.
+    for point in crash_points(counts[parent])[1:]:
+        command.upgrade(alembic_config(url), revision.revision)
+        if problem := crash_once(url, revision, parent, point, counts, at_parent):
+            return [problem]
     return []
+
+
+def crash_once(
+    url: URL, revision: Script, target: str, point: int, counts: dict[str, int], expected: Any
+) -> str | None:
+    """The migrator on its way to `target` killed before statement `point` (of
+    `counts[target]`), then run again in this process: what differs from a clean run, or
+    None."""
+    upgrading = target == revision.revision
+    crashed = migrate_in_a_process(url, revision.revision, target, crash_before=point)
+    step = "upgrade" if upgrading else "downgrade"
+    where = f"{step} killed before statement {point} of {counts[target]}"
+    if crashed.returncode != CRASHED:
+        return (
+            f"{describe(revision)}: its {step}, to be killed before statement {point}, was "
+            f"not: {crashed.stderr[-300:]}"
+        )
+    again = "deploying again" if upgrading else "downgrading again"
+    try:
+        (command.upgrade if upgrading else command.downgrade)(alembic_config(url), target)
+    except Exception as error:
+        guard = "if_not_exists=True" if upgrading else "if_exists=True"
+        return (
+            f"{describe(revision)} does not converge after a crash: its {where}, {again} "
+            f"fails: {first_line(error)}. What ran before the crash stayed applied (a statement "
+            f"in an autocommit block, or MySQL's DDL): make it safe to run again ({guard}, "
+            "db/online.py's helpers) or move it to a revision of its own"
+        )
+    found = run_with_connection(url, snapshots.take)
+    if found != expected:
+        return (
+            f"{describe(revision)} does not converge after a crash: its {where}, {again} "
+            f"leaves another schema than a clean run, {snapshots.difference(expected, found)}"
+        )
+    if left := run_with_connection(url, leftovers):
+        return f"{describe(revision)}: its {where}, {again} leaves {', '.join(left)}"
+    return None

@@ -25,9 +25,10 @@ first: what the revision did before it is then applied even if the build fails, 
 be safe to run again (`if_not_exists=True`), or live in a revision of its own. MySQL and
 MariaDB commit every DDL statement, so there each statement of a revision must be safe to
 run again: `if_not_exists=True` / `if_exists=True` on tables, columns and indexes (what
-autogenerate writes there), and the foreign-key helpers below, which Alembic has no such
-option for. The migration suite proves it: `test_new_revisions_converge_after_a_crash`
-kills the migrator before each statement of every new revision and deploys again.
+autogenerate writes there), and the constraint helpers below, for which Alembic writes no
+such guard there. Downgrades too: a rollback runs them, and a lock timeout runs them
+again. The migration suite proves it: `test_new_revisions_converge_after_a_crash` kills
+the migrator before each statement of every new revision, up and down, and runs it again.
 """
 
 from collections.abc import Iterator, Sequence
@@ -193,11 +194,19 @@ def table_copy_allowed(reason: str) -> Iterator[None]:
             op.execute("SET SESSION alter_algorithm = 'INPLACE'")
 
 
+def drop_constraint_if_exists(name: str, table: str, type_: str) -> None:
+    """`op.drop_constraint(name, table, type_=type_)` ("foreignkey", "unique" or "check"),
+    skipped when an earlier run that was killed, or gave up waiting for a lock, dropped it
+    already: Alembic's `if_exists=True` is not written on MySQL/MariaDB. `name` is the whole
+    name, which the naming convention keeps as it is."""
+    if op.get_context().as_sql or constraint_exists(name, table):
+        op.drop_constraint(op.f(name), table, type_=type_)
+
+
 def drop_foreign_key_if_exists(name: str, table: str) -> None:
-    """`op.drop_constraint(name, table, type_="foreignkey")`, skipped when an earlier run
-    that was killed dropped it already."""
-    if op.get_context().as_sql or foreign_key_exists(name, table):
-        op.drop_constraint(name, table, type_="foreignkey")
+    """`drop_constraint_if_exists(name, table, "foreignkey")`, as autogenerate writes it on
+    MySQL/MariaDB."""
+    drop_constraint_if_exists(name, table, "foreignkey")
 
 
 def create_index_in_place(
