@@ -10,7 +10,9 @@ indexes, foreign keys, in turn) and matching models. Then, on the same server:
 The goal (issues 3 and 12): the suite grows linearly with N and, at N = 200, takes at most
 2x the raw cycle on PostgreSQL, MariaDB and SQLite. Column and constraint changes are
 written in batch mode, as the project's autogenerate writes them for SQLite (a plain ALTER
-elsewhere), so that one history runs on every database. The table also gives what each
+elsewhere), so that one history runs on every database; on MySQL/MariaDB the foreign-key
+step is written as autogenerate writes it there (guarded, with db/online.py's helpers,
+which MariaDB's in-place rule needs). The table also gives what each
 revision added since the previous size costs, in milliseconds: constant when the growth is
 linear. Usage:
 
@@ -30,7 +32,7 @@ from pathlib import Path
 from common import REPO, SERVERS, admin, run, user_env
 
 
-def revision_source(index: int, down: str | None) -> tuple[str, str]:
+def revision_source(index: int, down: str | None, database: str) -> tuple[str, str]:
     """The revision id and file text of the index-th benchmark revision."""
     rev = f"bench{index:04d}"
     table, step = f"bench_{index // 4}", index % 4
@@ -54,6 +56,18 @@ def revision_source(index: int, down: str | None) -> tuple[str, str]:
     elif step == 2:
         up = f'op.create_index("ix_{table}_note", "{table}", ["note"])'
         down_ops = f'op.drop_index("ix_{table}_note", table_name="{table}")'
+    elif database == "mysql":  # as autogenerate writes it there: safe to run again
+        fk = f"fk_{table}_parent_id_{previous}"
+        up = (
+            f'op.add_column("{table}", sa.Column("parent_id", sa.Integer(), nullable=True), '
+            f"if_not_exists=True)\n"
+            f'    create_foreign_key_if_not_exists("{fk}", "{table}", "{previous}", '
+            f'["parent_id"], ["id"])'
+        )
+        down_ops = (
+            f'drop_foreign_key_if_exists("{fk}", "{table}")\n'
+            f'    op.drop_column("{table}", "parent_id", if_exists=True)'
+        )
     else:
         fk = f"fk_{table}_parent_id_{previous}"
         up = (
@@ -66,8 +80,14 @@ def revision_source(index: int, down: str | None) -> tuple[str, str]:
             f'        batch_op.drop_constraint("{fk}", type_="foreignkey")\n'
             f'        batch_op.drop_column("parent_id")'
         )
+    helpers = (
+        "from bench.db.online import create_foreign_key_if_not_exists, drop_foreign_key_if_exists\n"
+        if database == "mysql"
+        else ""
+    )
     text = (
-        f'"""benchmark step {index}"""\n\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+        f'"""benchmark step {index}"""\n\nimport sqlalchemy as sa\nfrom alembic import op\n'
+        f"{helpers}\n"
         f'revision = "{rev}"\ndown_revision = {down!r}\nbranch_labels = None\n'
         f"depends_on = None\n\n\ndef upgrade() -> None:\n    {up}\n\n\n"
         f"def downgrade() -> None:\n    {down_ops}\n"
@@ -104,7 +124,7 @@ def build(database: str, size: int, root: Path, server: str | None) -> Path:
     (initial,) = versions.glob("*.py")
     down = re.search(r'^revision: str = "(\w+)"', initial.read_text(), re.M).group(1)
     for index in range(size):
-        down, text = revision_source(index, down)
+        down, text = revision_source(index, down, database)
         (versions / f"2099_01_01_{index:04d}-{down}.py").write_text(text)
     package = project / "src" / "bench"
     (package / "models" / "bench.py").write_text(models_source(size))
