@@ -212,10 +212,12 @@ TANGLED_HISTORY = [
         op.execute("ALTER TYPE mood RENAME TO feeling")
         op.execute("CREATE TYPE pair AS (a integer, b text)")
         """,
+        # The concurrent drop first: its autocommit block commits what ran before it, and
+        # a downgrade killed after it would run DROP TYPE pair again.
         """
+        drop_index_concurrently("ix_guardian_code", "guardian")
         op.execute("DROP TYPE pair")
         op.execute("ALTER TYPE feeling RENAME TO mood")
-        drop_index_concurrently("ix_guardian_code", "guardian")
         """,
     ),
 ]

@@ -86,7 +86,8 @@ def create_index_concurrently(
 
 def drop_index_concurrently(name: str, table: str) -> None:
     """Drop an index without blocking writes (PostgreSQL: DROP INDEX CONCURRENTLY), and
-    without failing when a crashed run dropped it already."""
+    without failing when a crashed run dropped it already. It commits what the revision
+    did before it: call it first in a downgrade."""
     context = op.get_context()
     if context.dialect.name != "postgresql":
         guard = {"if_exists": True} if takes_index_guards(context.dialect) else {}
