@@ -154,22 +154,24 @@ def postgresql_project(
 
 
 @contextmanager
-def serving(project: Path, env: dict[str, str]) -> Iterator[str]:
-    """The project's app under uvicorn on a free port; its base URL once /health answers."""
+def serving(project: Path, env: dict[str, str], log: Path) -> Iterator[str]:
+    """The project's app under uvicorn on a free port, its errors written to `log` (a pipe
+    nobody reads fills up, and then every request that logs hangs); its base URL once
+    /health answers."""
     port = free_port()
-    server = subprocess.Popen(
-        [".venv/bin/uvicorn", f"{package_of(project)}.main:app", "--port", str(port)],
-        cwd=project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with log.open("w") as errors:
+        server = subprocess.Popen(
+            [".venv/bin/uvicorn", f"{package_of(project)}.main:app", "--port", str(port)],
+            cwd=project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert server.poll() is None and time.monotonic() < deadline, server.stderr
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
             try:
                 with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
                     if answer.status == 200:
@@ -220,7 +222,8 @@ def test_the_app_through_pgbouncer_while_a_migration_runs_straight_to_the_server
             DATABASE_POOLER="transaction",
             MIGRATIONS_DATABASE_URL=direct,
         )
-        base = stack.enter_context(serving(project, env))
+        app_log = tmp_path / "uvicorn.log"
+        base = stack.enter_context(serving(project, env, app_log))
         stop = tmp_path / "deployed"
         load = subprocess.Popen(
             [".venv/bin/python", "-c", LOAD, base, "1000", "20", str(stop)],
@@ -235,10 +238,12 @@ def test_the_app_through_pgbouncer_while_a_migration_runs_straight_to_the_server
         out, err = load.communicate(timeout=600)
         index = sql(direct, "SELECT indexname FROM pg_indexes WHERE tablename = 'posts'")[0]
     assert deployed.returncode == 0, deployed.stderr
-    assert load.returncode == 0, err
+    assert load.returncode == 0, f"{err[-3000:]}\nthe app's log:\n{app_log.read_text()[-3000:]}"
     seen = json.loads(out.splitlines()[-1])
     print(f"\n{seen['requests']} requests in {seen['seconds']:.1f}s, {len(seen['errors'])} failed")
-    assert seen["errors"] == [] and seen["requests"] >= 1000, seen["errors"][:5]
+    assert seen["errors"] == [] and seen["requests"] >= 1000, (
+        f"{seen['errors'][:5]}\nthe app's log:\n{app_log.read_text()[-3000:]}"
+    )
     assert ["ix_posts_title_pool"] in index
 
 
