@@ -54,13 +54,18 @@ def pgbouncer(server: str) -> Iterator[str]:
     args = [PGBOUNCER, str(config)]
     if os.geteuid() == 0:
         args[1:1] = ["-u", pwd.getpwnam("postgres").pw_name]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Not a pipe: PgBouncer also logs every login and close to its output, and once a pipe
+    # nobody reads is full it stops serving (the app then waits on it with transactions
+    # open, and its pool times out).
+    output = directory / "pgbouncer.out"
+    with output.open("w") as written:
+        process = subprocess.Popen(args, stdout=written, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while not answers(port):
             if process.poll() is not None or time.monotonic() > deadline:
                 log = directory / "pgbouncer.log"
-                shown = log.read_text() if log.exists() else process.stdout.read()
+                shown = log.read_text() if log.exists() else output.read_text()
                 raise RuntimeError(f"PgBouncer did not start:\n{shown}")
             time.sleep(0.1)
         yield f"postgresql://{user}@127.0.0.1:{port}"
