@@ -14,7 +14,10 @@ For each revision after the baseline, on a scratch database at its parent revisi
    (the migration lock, MIGRATION_LOCK_TIMEOUT and its retries, MariaDB's in-place rule);
 5. the canary's slowest request while the revision ran must take at most
    `traffic_budget_ms`, and no request may fail (an asyncpg statement cache made stale by
-   the revision included).
+   the revision included). What the machine added is not the revision's: a control insert
+   into a table of the canary's own, which no revision touches, runs alongside, and a
+   request's wait counts less what a control request waited at the same time (a busy disk
+   or CPU slows every commit, a lock only those on the locked tables).
 
 A revision that must stall its tables for longer, a lookup table of ten rows say, says so
 at its top level: `allow_stall = {"ms": 2000, "why": "<why>"}`; the test run lists it.
@@ -38,7 +41,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.script import Script
 from pydantic import SecretStr
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -55,6 +58,7 @@ INTERVAL = 0.02  # between two requests of one kind
 CHUNK = 5_000  # rows per insert statement batch while filling, each batch committed
 SERIALS = itertools.count(10**8)  # the canary's unique values, above the filled rows'
 RUN_LIMIT = 600  # seconds a revision may take under traffic before it is stopped
+CONTROL = "migration_safety_control"  # the control requests' table: no revision names it
 
 # ------------------------------------------------------------------ the revision's run
 
@@ -172,13 +176,31 @@ def canary_requests(connection: Connection, name: str, columns: set[str]) -> lis
     return found
 
 
+def control_request() -> Request:
+    """The control: an insert into CONTROL, which the machine slows as much as any other
+    request, and the revision's locks never."""
+    table = control_table()
+    return Request(CONTROL, "control", lambda c: c.execute(table.insert(), {"at": time.time()}))
+
+
+def control_table() -> sa.Table:
+    return sa.Table(
+        CONTROL,
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("at", sa.Float, nullable=False),
+    )
+
+
 class Canary:
     """The canary's requests, through the app's engine, each kind every INTERVAL, until
-    stopped; and the long reader, whose transaction stays open until `release` is set.
+    stopped; the long reader, whose transaction stays open until `release` is set; and the
+    control request, through an engine of its own (the canary's pool stays as the app's).
     Threads for a sync engine, tasks on an event loop of their own for an async one."""
 
     def __init__(self, url: URL, requests: list[Request], read: list[str]) -> None:
-        self.engine = create_db_engine(Settings(database_url=SecretStr(url_text(url))))
+        settings = Settings(database_url=SecretStr(url_text(url)))
+        self.engine, self.control_engine = create_db_engine(settings), create_db_engine(settings)
         self.requests, self.read = requests, read
         self.timings: list[Timing] = []
         self.stop, self.release, self.holding = (threading.Event() for _ in range(3))
@@ -203,9 +225,9 @@ class Canary:
         if isinstance(self.engine, AsyncEngine):
             self.threads = [threading.Thread(target=asyncio.run, args=(self.tasks(),), daemon=True)]
         else:
-            self.threads = [
-                threading.Thread(target=self.worker, args=(r,), daemon=True) for r in self.by_kind()
-            ]
+            work = [(r, self.engine) for r in self.by_kind()]
+            work.append(([control_request()], self.control_engine))
+            self.threads = [threading.Thread(target=self.worker, args=w, daemon=True) for w in work]
             self.threads.append(threading.Thread(target=self.reader, daemon=True))
         for thread in self.threads:
             thread.start()
@@ -218,12 +240,12 @@ class Canary:
             kinds.setdefault(request.kind, []).append(request)
         return list(kinds.values())
 
-    def worker(self, requests: list[Request]) -> None:
+    def worker(self, requests: list[Request], engine: Engine) -> None:
         """One kind of request, on each table in turn, INTERVAL apart, until stopped."""
         for request in itertools.cycle(requests):
             if self.stop.is_set():
                 return
-            with self.timed(request), self.engine.begin() as connection:
+            with self.timed(request), engine.begin() as connection:
                 request.run(connection)
             time.sleep(INTERVAL)
 
@@ -235,12 +257,12 @@ class Canary:
             connection.rollback()
 
     async def tasks(self) -> None:
-        async def worker(requests: list[Request]) -> None:  # as `worker` above
+        async def worker(requests: list[Request], engine: AsyncEngine) -> None:  # as above
             for request in itertools.cycle(requests):
                 if self.stop.is_set():
                     return
                 with self.timed(request):
-                    async with self.engine.begin() as connection:
+                    async with engine.begin() as connection:
                         await connection.run_sync(request.run)
                 await asyncio.sleep(INTERVAL)
 
@@ -252,10 +274,13 @@ class Canary:
                     await asyncio.sleep(0.01)
                 await connection.rollback()
 
+        work = [worker(r, self.engine) for r in self.by_kind()]
+        work.append(worker([control_request()], self.control_engine))
         try:
-            await asyncio.gather(reader(), *(worker(r) for r in self.by_kind()))
+            await asyncio.gather(reader(), *work)
         finally:
             await self.engine.dispose()
+            await self.control_engine.dispose()
 
     def finish(self) -> None:
         self.release.set()
@@ -264,6 +289,7 @@ class Canary:
             thread.join()
         if not isinstance(self.engine, AsyncEngine):
             self.engine.dispose()
+            self.control_engine.dispose()
 
 
 def first_line(error: BaseException) -> str:
@@ -516,8 +542,13 @@ def measure(
         command.upgrade(alembic_config(url), revision.revision)
         return Measured(revision, tables, Run([], 0, ""), [], 0.0, notes)
     read = tables if options.long_reader_seconds > 0 else []
-    with canary(url, found, read) as running:
-        run, released = migrate(url, revision, running, options.long_reader_seconds)
+    control = control_table()
+    run_with_connection(url, lambda c: control.create(c, checkfirst=True))
+    try:
+        with canary(url, found, read) as running:
+            run, released = migrate(url, revision, running, options.long_reader_seconds)
+    finally:
+        run_with_connection(url, lambda c: control.drop(c, checkfirst=True))
     return Measured(revision, tables, run, running.timings, released if read else 0.0, notes)
 
 
@@ -537,6 +568,12 @@ def kept_columns(
     return {table: columns & after[table] for table, columns in found.items() if table in after}
 
 
+def machine_wait(timing: Timing, control: list[Timing]) -> float:
+    """The longest a control request that ran at the same time as `timing` waited: a busy
+    disk or CPU, which would have slowed `timing` as much with no revision running."""
+    return max((c.seconds for c in control if overlap(timing, c) > 0), default=0.0)
+
+
 def short_sql(sql: str) -> str:
     sql = " ".join(sql.split())
     return sql if len(sql) <= 160 else sql[:157] + "..."
@@ -547,9 +584,11 @@ def queued(statement: Statement, released: float) -> bool:
     return statement.started < released <= statement.ended + 0.05
 
 
-def overlap(timing: Timing, statement: Statement) -> float:
+def overlap(timing: Timing, other: Statement | Timing) -> float:
+    """How long, in seconds, the two ran at the same time (negative: they did not)."""
     ended = timing.started + timing.seconds
-    return min(ended, statement.ended) - max(timing.started, statement.started)
+    other_ended = other.ended if isinstance(other, Statement) else other.started + other.seconds
+    return min(ended, other_ended) - max(timing.started, other.started)
 
 
 def error_line(stderr: str) -> str:
@@ -575,7 +614,9 @@ def judge(measured: Measured, allowed: Budget, options: Options) -> list[str]:
         ]
     problems = []
     failures: dict[tuple[str, str], str] = {}
-    for timing in measured.timings:
+    control = [t for t in measured.timings if t.request.kind == "control"]
+    app = [t for t in measured.timings if t.request.kind != "control"]
+    for timing in app:
         if timing.error:
             failures.setdefault((timing.request.kind, timing.request.table), timing.error)
     for (kind, table), error in sorted(failures.items()):
@@ -590,11 +631,13 @@ def judge(measured: Measured, allowed: Budget, options: Options) -> list[str]:
     if not run.statements:
         return problems
     begin, end = min(s.started for s in run.statements), max(s.ended for s in run.statements)
-    during = [t for t in measured.timings if t.started <= end and t.started + t.seconds >= begin]
+    during = [t for t in app if t.started <= end and t.started + t.seconds >= begin]
     if not during:
         return problems
-    worst = max(during, key=lambda t: t.seconds)
-    if worst.seconds * 1000 <= allowed.ms:
+    # What a control request waited at the same time was the machine's, not the revision's.
+    machine = {id(t): machine_wait(t, control) for t in during}
+    worst = max(during, key=lambda t: t.seconds - machine[id(t)])
+    if (worst.seconds - machine[id(worst)]) * 1000 <= allowed.ms:
         return problems
     culprit = max(run.statements, key=lambda s: overlap(worst, s))
     advice = [text for pattern, text in ADVICE if re.search(pattern, culprit.sql.upper())]
@@ -610,9 +653,12 @@ def judge(measured: Measured, allowed: Budget, options: Options) -> list[str]:
         if measured.released
         else ""
     )
+    busy = machine[id(worst)] * 1000
     problems.append(
         f"{name} kept the app's {request.kind} on {request.table} waiting "
-        f"{worst.seconds * 1000:.0f} ms, over the budget of {allowed.ms:.0f} ms, while it ran "
+        f"{worst.seconds * 1000:.0f} ms"
+        + (f" ({busy:.0f} ms of it the machine's: a control insert's wait)" if busy >= 10 else "")
+        + f", over the budget of {allowed.ms:.0f} ms, while it ran "
         f"`{short_sql(culprit.sql)}` ({', '.join(measured.tables)} held {options.rows} rows"
         f"{reader}): {'; '.join(advice)}. If production's table is small enough for the "
         'wait, say so at the revision\'s top level: allow_stall = {"ms": <ms>, "why": "<why>"}'
