@@ -8,6 +8,7 @@ database inside each step's transaction.
 """
 
 import ast
+import functools
 import json
 import subprocess
 import sys
@@ -41,13 +42,21 @@ def alembic_config(target: Target | None = None, **attributes: Any) -> Config:
     return config
 
 
+# Read once per process: neither changes while the suite runs, and a history of two hundred
+# revisions takes a tenth of a second to load, which a dozen callers would pay again.
+
+
+@functools.cache
 def settings() -> dict[str, Any]:
     """`[tool.migration-safety]` in pyproject.toml."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     return pyproject.get("tool", {}).get("migration-safety", {})
 
 
+@functools.cache
 def script_directory() -> ScriptDirectory:
+    """The project's history (a test that writes a revision file calls
+    `script_directory.cache_clear()` for it to be seen)."""
     return ScriptDirectory.from_config(Config(ROOT / "alembic.ini"))
 
 
@@ -88,6 +97,7 @@ class Walk:
     # comes back empty): (table, column), or (table, None) for the whole table.
     spoiled: set[tuple[str, str | None]] = field(default_factory=set)
     applied: list[str] = field(default_factory=list)  # this pass's steps, in order
+    shapes: dict[snapshots.Snapshot, dict[str, frozenset]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.order = list(reversed(list(script_directory().walk_revisions("base", "heads"))))
@@ -115,7 +125,7 @@ class Walk:
     def fill(self, connection: Connection, revision: Script) -> None:
         """Rows in the tables for `revision` to migrate, and their fingerprint."""
         try:
-            self.seeder.seed(connection, revision, self.latest)
+            self.seeder.seed(connection, revision, self.shape(self.latest))
         except Exception as error:  # the generator met a schema it cannot handle
             raise WalkFailed(
                 f"the walk could not fill the tables before {describe(revision)}: "
@@ -130,7 +140,7 @@ class Walk:
             ) from error
         # The tables its source names: where its statements can lose rows (a cascade to
         # another table starts at a parent it names, whose rows are counted).
-        named = seeds.revision_tables(revision, seeds.shape(self.latest))
+        named = seeds.revision_tables(revision, self.shape(self.latest))
         self.rows[revision.revision] = seeds.fingerprint(connection, named)
 
     def compare(self, ctx: Any, step: MigrationInfo, **_: Any) -> None:
@@ -153,10 +163,16 @@ class Walk:
         self.spoiled |= self.touched(step.up_revision_id)
         self.seeder.remove(ctx.connection, revision)
 
+    def shape(self, snapshot: snapshots.Snapshot) -> dict[str, frozenset]:
+        """The snapshot's tables and columns (seeds.shape), worked out once per snapshot."""
+        if snapshot not in self.shapes:
+            self.shapes[snapshot] = seeds.shape(snapshot)
+        return self.shapes[snapshot]
+
     def touched(self, revision: str) -> set[tuple[str, str | None]]:
         """The tables (column None) the revision's DDL dropped and the columns it changed,
         from the catalog before and after its upgrade."""
-        before, after = seeds.shape(self.before[revision]), seeds.shape(self.after[revision])
+        before, after = self.shape(self.before[revision]), self.shape(self.after[revision])
         found: set[tuple[str, str | None]] = {(table, None) for table in set(before) - set(after)}
         for table, columns in before.items():
             kept = seeds.untouched(columns, after.get(table, frozenset()))
@@ -251,7 +267,7 @@ def walk_history(url: Any) -> WalkedDatabase:
         problems = walk.run()
         out_of_phase.extend(phase_problems(walk))  # from the first pass, where it got
         for revision, snapshot in walk.after.items():
-            shape = seeds.shape(snapshot).items()
+            shape = walk.shape(snapshot).items()
             columns[revision] = {table: {c for c, *_ in found} for table, found in shape}
         if problems:
             return problems, "not compared: the history does not migrate cleanly"

@@ -346,10 +346,10 @@ class Seeder:
     batches: dict[str, list[Batch]] = field(default_factory=dict)  # revision -> its seeds
     unfilled: dict[str, str] = field(default_factory=dict)  # table -> why it got no rows
 
-    def seed(self, connection: Connection, revision: Script, snapshot: Any) -> None:
-        """Before `revision`'s upgrade: a batch for each table that is new or changed."""
+    def seed(self, connection: Connection, revision: Script, shapes: dict[str, frozenset]) -> None:
+        """Before `revision`'s upgrade: a batch for each table that is new or changed, by
+        the tables' `shape` now."""
         batches = self.batches.setdefault(revision.revision, [])
-        shapes = shape(snapshot)
         changed = [name for name in sorted(shapes) if shapes[name] != self.shapes.get(name)]
         if not self.limit or not changed:
             return
