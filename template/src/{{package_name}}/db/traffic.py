@@ -207,15 +207,19 @@ class Canary:
         self.threads: list[threading.Thread] = []
 
     @contextmanager
-    def timed(self, request: Request) -> Iterator[None]:
+    def timed(self, request: Request, due: float | None = None) -> Iterator[None]:
         """Time the request run inside; an error it meets is recorded with it, not raised
-        (what the app's request would have met)."""
+        (what the app's request would have met). `due`: when a control request should have
+        started; starting late (the machine kept its thread from running) counts as a wait
+        of the machine's too."""
         started, clock, failed = time.time(), time.perf_counter(), ""
+        late = max(started - due, 0.0) if due else 0.0
         try:
             yield
         except Exception as error:
             failed = f"{type(error).__name__}: {first_line(error)}"
-        self.timings.append(Timing(request, started, time.perf_counter() - clock, failed))
+        seconds = time.perf_counter() - clock + late
+        self.timings.append(Timing(request, started - late, seconds, failed))
 
     def hold(self, connection: Connection) -> None:
         for name in self.read:
@@ -242,11 +246,13 @@ class Canary:
 
     def worker(self, requests: list[Request], engine: Engine) -> None:
         """One kind of request, on each table in turn, INTERVAL apart, until stopped."""
+        due = None
         for request in itertools.cycle(requests):
             if self.stop.is_set():
                 return
-            with self.timed(request), engine.begin() as connection:
+            with self.timed(request, due), engine.begin() as connection:
                 request.run(connection)
+            due = time.time() + INTERVAL if request.kind == "control" else None
             time.sleep(INTERVAL)
 
     def reader(self) -> None:
@@ -258,12 +264,14 @@ class Canary:
 
     async def tasks(self) -> None:
         async def worker(requests: list[Request], engine: AsyncEngine) -> None:  # as above
+            due = None
             for request in itertools.cycle(requests):
                 if self.stop.is_set():
                     return
-                with self.timed(request):
+                with self.timed(request, due):
                     async with engine.begin() as connection:
                         await connection.run_sync(request.run)
+                due = time.time() + INTERVAL if request.kind == "control" else None
                 await asyncio.sleep(INTERVAL)
 
         async def reader() -> None:
