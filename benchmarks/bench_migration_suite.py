@@ -14,13 +14,21 @@ elsewhere), so that one history runs on every database; on MySQL/MariaDB the for
 step is written as autogenerate writes it there (guarded, with db/online.py's helpers,
 which MariaDB's in-place rule needs). The table also gives what each
 revision added since the previous size costs, in milliseconds: constant when the growth is
-linear. Usage:
+linear.
+
+With `--parts`, a second table splits the walk (db/checks.py's `walk_history`, the bulk of
+the suite) on a fresh database each time: its three passes and `alembic check` alone; the
+same with a catalog snapshot after each step of the first two passes, as the walk takes
+them; and the whole walk (snapshots, rows, fingerprints). Taking the walk's checks out of
+the suite's time gives the suite's floor, what it would take with no check inside the
+walk at all. Usage:
 
     uv run python benchmarks/bench_migration_suite.py [--database postgresql]
-        [--sizes 10 50 200 400] [--repeat 3]
+        [--sizes 10 50 200 400] [--repeat 3] [--parts]
 """
 
 import argparse
+import json
 import re
 import secrets
 import shutil
@@ -174,14 +182,80 @@ def suite(project: Path, server: str | None) -> float:
     return run(args, project, env)[0]
 
 
+# Run with the project's Python: the walk's parts, in seconds, as one JSON line.
+PARTS = """
+import json, time
+from alembic import command
+from bench.db import checks, snapshots
+from bench.db.connection import run_with_connection
+from bench.db.scratch import configured_test_server, scratch_database
+
+server = configured_test_server()  # TEST_DATABASE_URL, as the suite reads it
+
+
+def passes(url, snapshot):
+    def take(ctx, **_):
+        snapshots.take(ctx.connection)
+
+    def walk(connection):
+        hooks = [take] if snapshot else []
+        for migrate, destination, hooked in (
+            (command.upgrade, "heads", hooks),
+            (command.downgrade, "base", hooks),
+            (command.upgrade, "heads", []),
+        ):
+            migrate(checks.alembic_config(connection, on_version_apply=hooked), destination)
+        command.check(checks.alembic_config(connection))
+
+    run_with_connection(url, walk)
+
+
+def timed(work):
+    with scratch_database(server, prefix="bench_parts") as url:
+        start = time.perf_counter()
+        work(url)
+        return time.perf_counter() - start
+
+
+print(json.dumps({
+    "passes": timed(lambda url: passes(url, snapshot=False)),
+    "snapshots": timed(lambda url: passes(url, snapshot=True)),
+    "walk": timed(checks.walk_history),
+}))
+"""
+
+
+def walk_parts(project: Path, server: str | None) -> dict[str, float]:
+    _, out = run(["uv", "run", "python", "-c", PARTS], project, project_env(server))
+    return json.loads(out.splitlines()[-1])
+
+
+def print_parts(database: str, repeat: int, rows: list[tuple[int, float, float, dict]]) -> None:
+    print(f"\n{database}, the walk's parts, median of {repeat} runs (s; x: of the raw cycle)\n")
+    print(
+        "| N | walk: passes alone | passes + snapshots | whole walk | suite without the "
+        "walk's checks | suite with snapshots as its only check |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for size, raw, full, parts in rows:
+        floor = full - parts["walk"] + parts["passes"]
+        snapshots_only = full - parts["walk"] + parts["snapshots"]
+        print(
+            f"| {size} | {parts['passes']:.2f} | {parts['snapshots']:.2f} | {parts['walk']:.2f} "
+            f"| {floor:.2f} ({floor / raw:.2f}x) | {snapshots_only:.2f} "
+            f"({snapshots_only / raw:.2f}x) |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", choices=sorted(SERVERS), default="postgresql")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 200, 400])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--parts", action="store_true", help="also time the walk's parts")
     options = parser.parse_args()
     server = SERVERS[options.database]
-    rows = []
+    rows, parted = [], []
     with tempfile.TemporaryDirectory(prefix="bench-suite-") as directory:
         for size in options.sizes:
             project = build(options.database, size, Path(directory), server)
@@ -191,6 +265,10 @@ def main() -> None:
             raw, full = statistics.median(raws), statistics.median(suites)
             rows.append((size, raw, full, full / raw))
             print(f"N={size}: raw {raw:.2f}s, suite {full:.2f}s", file=sys.stderr)
+            if options.parts:
+                samples = [walk_parts(project, server) for _ in range(options.repeat)]
+                parts = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+                parted.append((size, raw, full, parts))
             shutil.rmtree(project)
     print(f"\n{options.database}, median of {options.repeat} runs\n")
     print(
@@ -207,6 +285,8 @@ def main() -> None:
             added.append(f"{(full - previous[2]) / count * 1000:.1f}")
         print(f"| {size} | {raw:.2f} | {full:.2f} | {ratio:.2f}x | {added[0]} | {added[1]} |")
         previous = (size, raw, full)
+    if parted:
+        print_parts(options.database, options.repeat, parted)
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ class Walk:
                 f"mean to change: {'; '.join(lost)}"
             )
         self.spoiled |= self.touched(step.up_revision_id)
-        self.seeder.remove(ctx.connection, revision)
+        self.seeder.remove(ctx.connection, revision, self.shape(found))
 
     def shape(self, snapshot: snapshots.Snapshot) -> dict[str, frozenset]:
         """The snapshot's tables and columns (seeds.shape), worked out once per snapshot."""

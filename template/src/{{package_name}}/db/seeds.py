@@ -450,11 +450,12 @@ class Seeder:
         self.seeded[table.name] = self.seeded.get(table.name, 0) + len(inserted)
         return Batch(table, sorted(keys, key=repr), inserted), rejected
 
-    def remove(self, connection: Connection, revision: Script) -> None:
+    def remove(self, connection: Connection, revision: Script, tables: Iterable[str]) -> None:
         """After `revision`'s downgrade: delete the rows seeded before its upgrade, newest
-        first, so that the walk down finds each table as it was."""
+        first, so that the walk down finds each table as it was. `tables`: the tables
+        there are now (a table the downgrade dropped has taken its rows with it)."""
         batches = self.batches.pop(revision.revision, [])
-        tables = set(sa.inspect(connection).get_table_names()) if batches else set()
+        tables = set(tables)
         for batch in reversed(batches):
             table = batch.table
             self.seeded[table.name] -= len(batch.rows)
