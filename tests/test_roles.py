@@ -192,3 +192,27 @@ def test_roles_on_sqlite_is_a_one_line_error(
     assert done.stderr.strip().splitlines()[-1] == (
         "db roles: sqlite has no roles: the app and migrations share its file"
     )
+
+
+@pytest.mark.parametrize(("database", "async_mode"), combinations(("postgresql", False)))
+def test_role_names_postgresql_would_cut_short_are_a_one_line_error(
+    shared: Callable[[str, bool], Path], database: str, async_mode: bool
+) -> None:
+    """PostgreSQL keeps 63 bytes of a name and drops the rest without an error: on a
+    database named with 56 characters, `<database>_migrator` would be created as
+    `..._migrat` while `db roles` reported `..._migrator`, whose login then fails. The
+    names are refused before anything runs, and shorter ones given by option work."""
+    project = shared(database, async_mode)
+    url = f"postgresql://postgres@127.0.0.1:5432/svc_{'x' * 52}"
+    default = run(["uv", "run", "db", "roles"], project, project_env(DATABASE_URL=url), check=False)
+    named = run(
+        ["uv", "run", "db", "roles", "--owner", "o1", "--migrator", "m1", "--app", "a1"],
+        project,
+        project_env(DATABASE_URL=url),
+    )
+    assert default.returncode == 1 and "Traceback" not in default.stderr, default.stderr
+    assert default.stderr.strip().splitlines()[-1] == (
+        f"db roles: the role name svc_{'x' * 52}_migrator is 65 bytes, and PostgreSQL keeps "
+        "63: choose shorter names with --owner, --migrator and --app"
+    )
+    assert "GRANT o1 TO m1;" in named.stdout and "SET role = 'o1'" in named.stdout

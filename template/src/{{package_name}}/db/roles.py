@@ -91,6 +91,16 @@ def statements(
 
 
 def postgresql(roles: Roles, dialect: Dialect, password: Callable[[str], str]) -> list[Statement]:
+    # PostgreSQL cuts a longer name short without an error: the roles would exist under
+    # other names than the ones printed, and `ALTER ROLE ... SET role` would name one that
+    # does not.
+    for role in (roles.owner, roles.migrator, roles.app):
+        if len(role.encode()) > dialect.max_identifier_length:
+            raise RolesError(
+                f"the role name {role} is {len(role.encode())} bytes, and PostgreSQL keeps "
+                f"{dialect.max_identifier_length}: choose shorter names with --owner, "
+                "--migrator and --app"
+            )
     name = dialect.identifier_preparer.quote
     owner, migrator, app, database = (
         name(roles.owner),
