@@ -29,10 +29,11 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Connection, literal
+from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, String, Table, literal
 from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.schema import CreateTable
 
-from . import ROOT
+from . import ROOT, backfill
 from .connection import run_with_connection
 
 # What the password placeholders are in printed SQL: psql variables on PostgreSQL
@@ -137,6 +138,8 @@ def postgresql(roles: Roles, dialect: Dialect, password: Callable[[str], str]) -
         ("", f"GRANT CONNECT ON DATABASE {database} TO {migrator}, {app}"),
         ("", f"ALTER SCHEMA public OWNER TO {owner}"),
         ("", "REVOKE CREATE ON SCHEMA public FROM PUBLIC"),
+        ("The migrations' bookkeeping: the version table and the backfills' progress.", ""),
+        *(("", bookkeeping(table, dialect)) for table in BOOKKEEPING),
         ("Tables, views, sequences and types made before the roles go to the owner.", ""),
         ("", take_over(roles, dialect)),
         ("The app's rights on today's tables and sequences, and on those to come.", ""),
@@ -153,7 +156,28 @@ def postgresql(roles: Roles, dialect: Dialect, password: Callable[[str], str]) -
             f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
             f"GRANT USAGE, SELECT ON SEQUENCES TO {app}",
         ),
+        ("Except the bookkeeping: a write there would make a deploy skip revisions.", ""),
+        ("", f"REVOKE ALL ON {', '.join(name(t.name) for t in BOOKKEEPING)} FROM {app}"),
     ]
+
+
+# The tables the migrations keep for themselves. Made here when they are not there yet (a
+# new database), so that the app gets no rights on them: one the migrator made later would
+# get the app's rights from the default privileges above. The version table is Alembic's
+# own default (alembic.ddl.impl.DefaultImpl.version_table_impl).
+BOOKKEEPING = (
+    Table(
+        "alembic_version",
+        MetaData(),
+        Column("version_num", String(32), nullable=False),
+        PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+    ),
+    backfill.PROGRESS,
+)
+
+
+def bookkeeping(table: Table, dialect: Dialect) -> str:
+    return " ".join(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).split())
 
 
 def take_over(roles: Roles, dialect: Dialect) -> str:
