@@ -12,7 +12,8 @@ PostgreSQL, three roles (docs: how-to/topology.md):
   belongs to the owner. CREATEDB is the backup check's scratch database.
 - the app (LOGIN) may SELECT, INSERT, UPDATE and DELETE rows of every table and use every
   sequence, today's and those the owner creates later (`ALTER DEFAULT PRIVILEGES`): a new
-  revision's table needs no GRANT. Its statement_timeout and
+  revision's table needs no GRANT. The migrations' bookkeeping (the version table, the
+  backfills' progress) is the exception: the app has no rights there. Its statement_timeout and
   idle_in_transaction_session_timeout are role settings, which hold through PgBouncer's
   transaction pooling (a `SET` would stay behind on one server connection).
 
